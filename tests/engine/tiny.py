@@ -33,7 +33,7 @@ def train_tokenizer(path: Path) -> int:
     return tok.get_vocab_size()
 
 
-def build_tiny(out: Path, seed: int = 0, context: int = 128):
+def build_tiny(out: Path, seed: int = 0, context: int = 256):
     """Export a random 2-layer Llama to ``out`` with a manifest; returns the HF model."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM

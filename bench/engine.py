@@ -1,0 +1,657 @@
+"""Benchmark the ONNX Runtime engine against its peers, and fp32 against int8, on this machine.
+
+What is compared, and why:
+
+1. Greedy batch-1 generation (tokens/s): transformers ``generate`` on torch CPU (the reference the
+   model was converted from) vs the engine with the fp32 and the int8 ONNX decoder (and
+   llama.cpp on the same GGUF when ``llama_cpp`` is importable). All peers get the same token ids
+   and the same thread count. Batch-1 decode is memory-bound: every weight is read once per
+   token, so this measures how little each runtime adds on top of that read.
+2. ``n=8`` samples from one prefill (``Engine.generate(..., n=8)``) vs eight sequential ``n=1``
+   runs. Batched rows share each weight read, so eight samples should cost far less than eight
+   times one; this is what makes best-of-n and voting affordable.
+3. Prefill tokens/s (one forward pass over the prompt) for a short and a ~300-token prompt; this
+   part is compute-bound, unlike decode.
+4. fp32 vs int8 accuracy on a fixed, generated arithmetic set (greedy), plus how often int8's
+   greedy tokens differ from fp32's: int8 re-quantizes weights that the GGUF already stored in
+   4 bits, so speed is bought with a second rounding error.
+5. Peak RSS per peer: each peer runs in a fresh subprocess of this script (``--section``), so one
+   peer's memory never inflates another's.
+
+Every cell is the median of ``--repeats`` runs (default 3). Results go to ``engine.json`` (raw
+numbers, machine facts) and ``engine.md`` (tables, ratios, targets) in ``--out-dir``.
+
+    python bench/engine.py                   # full run (builds the int8 model if missing)
+    python bench/engine.py --quick --skip-int8 --out-dir /tmp/bench_smoke   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import random
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from router.engine.manifest import read_manifest  # noqa: E402
+from router.engine.tokenizer import ChatTokenizer  # noqa: E402
+from router.modelbuild.catalog import SMOLLM2, SMOLLM2_INT8, spec  # noqa: E402
+
+TARGET_DECODE_RATIO = 3.0  # engine fp32 greedy tokens/s over transformers'
+TARGET_SAMPLING_RATIO = 5.0  # n=8 from one prefill over 8 sequential runs
+SAMPLES = 8
+SAMPLING_TEMPERATURE = 0.7
+ACCURACY_MAX_TOKENS = 32
+
+# Prompts that make the model write at length, so greedy runs reach the token budget.
+GREEDY_PROMPTS = (
+    "Write a short story about a lighthouse keeper.",
+    "Write a short story about a robot who learns to paint.",
+    "Write a short story about two friends crossing a desert.",
+)
+SAMPLING_PROMPT = "Write a long story about a dragon who is afraid of the dark and the village that helps it."
+LONG_PROMPT_TOKENS = 300
+LONG_PROMPT_SENTENCES = (
+    "The river town woke before dawn, when the bakers lit their ovens and the ferry bell rang twice.",
+    "Merchants rolled barrels of salted fish along the quay while gulls argued over the scraps.",
+    "In the square, the clock tower had been stuck at seven minutes past four for eleven years.",
+    "Nobody remembered who had last climbed its stairs, though everyone claimed to know the reason.",
+    "Children dared each other to touch the iron door, then ran laughing when a pigeon burst out.",
+    "The mayor promised every spring that the clock would be repaired before the harvest fair.",
+)
+
+SECTIONS = ("hf", "fp32", "int8", "llama-cpp")
+ENGINE_MODELS = {"fp32": SMOLLM2, "int8": SMOLLM2_INT8}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Options every section needs; passed verbatim to the section subprocesses."""
+
+    repeats: int
+    tokens: int
+    questions: int
+    threads: int
+    models_dir: Path
+
+    def argv(self) -> list[str]:
+        return [
+            "--repeats", str(self.repeats),
+            "--tokens", str(self.tokens),
+            "--questions", str(self.questions),
+            "--threads", str(self.threads),
+            "--models-dir", str(self.models_dir),
+        ]
+
+
+@dataclass(frozen=True)
+class BenchPrompt:
+    text: str
+    ids: list[int]
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def reference_tokenizer(config: Config) -> ChatTokenizer:
+    """The engine's tokenizer and chat template, loaded without opening an ONNX session."""
+    model_dir = config.models_dir / SMOLLM2
+    manifest = read_manifest(model_dir)
+    return ChatTokenizer(model_dir / manifest.tokenizer_file, manifest.chat_template)
+
+
+def greedy_prompts(tok: ChatTokenizer) -> list[BenchPrompt]:
+    return [BenchPrompt(p, tok.encode_prompt(p)) for p in GREEDY_PROMPTS]
+
+
+def long_prompt(tok: ChatTokenizer, target: int = LONG_PROMPT_TOKENS) -> BenchPrompt:
+    """A deterministic text whose templated encoding has at least ``target`` tokens."""
+    sentences: list[str] = []
+    i = 0
+    while True:
+        text = " ".join(sentences) + "\n\nSummarise the text above in two sentences."
+        ids = tok.encode_prompt(text)
+        if len(ids) >= target:
+            return BenchPrompt(text, ids)
+        sentences.append(LONG_PROMPT_SENTENCES[i % len(LONG_PROMPT_SENTENCES)])
+        i += 1
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    answer: int
+
+
+def arithmetic_questions(count: int, seed: int = 0) -> list[Question]:
+    """Additions, subtractions and multiplications of 1-2 digit numbers, fixed by ``seed``."""
+    rng = random.Random(seed)
+    ops: dict[str, Callable[[int, int], int]] = {"+": int.__add__, "-": int.__sub__, "*": int.__mul__}
+    out = []
+    for _ in range(count):
+        op = rng.choice(sorted(ops))
+        a, b = rng.randint(1, 99), rng.randint(1, 99)
+        out.append(Question(f"What is {a} {op} {b}? Answer with the number only.", ops[op](a, b)))
+    return out
+
+
+# An integer, optionally with thousands separators; a trailing ".digits" makes it a decimal.
+_NUMBER = re.compile(r"(?<![\w.])(?<!\d,)-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d|,\d)")
+
+
+def parse_last_integer(text: str) -> int | None:
+    """The last number in ``text`` if it is an integer (``68``, ``-5``, ``1,234``, ``68.0``), else None."""
+    found = _NUMBER.findall(text)
+    if not found:
+        return None
+    last = found[-1].replace(",", "")
+    whole, _, frac = last.partition(".")
+    if frac and set(frac) != {"0"}:
+        return None
+    return int(whole)
+
+
+# -- measurement helpers -----------------------------------------------------------------------
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far (``ru_maxrss`` is KiB on Linux)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def current_rss_mb() -> float | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
+
+
+def rate(tokens: int, seconds: float) -> float:
+    return round(tokens / seconds, 2) if seconds > 0 else 0.0
+
+
+def measure_greedy(
+    run_one: Callable[[BenchPrompt], list[int]], prompts: Sequence[BenchPrompt], repeats: int
+) -> dict[str, Any]:
+    """Greedy generation over all prompts, ``repeats`` times; tokens/s = median over repeats of
+    (tokens generated over all prompts / seconds over all prompts)."""
+    run_one(prompts[0])  # warm-up: first-call allocations
+    runs, per_repeat, token_ids = [], [], []
+    for r in range(repeats):
+        total_tokens, total_seconds = 0, 0.0
+        token_ids = []
+        for p, prompt in enumerate(prompts):
+            ids, seconds = timed(lambda prompt=prompt: run_one(prompt))
+            runs.append({"prompt": p, "repeat": r, "prompt_tokens": len(prompt.ids),
+                         "tokens": len(ids), "seconds": round(seconds, 4)})
+            token_ids.append(ids)
+            total_tokens += len(ids)
+            total_seconds += seconds
+        per_repeat.append(rate(total_tokens, total_seconds))
+    return {"tokens_per_s": statistics.median(per_repeat), "per_repeat": per_repeat, "runs": runs,
+            "token_ids": token_ids}
+
+
+# -- sections (each runs in its own subprocess) ------------------------------------------------
+def section_hf(config: Config) -> dict[str, Any]:
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF conversion progress bars
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from router.modelbuild.build import locate_source
+
+    torch.set_num_threads(config.threads)
+    tok = reference_tokenizer(config)
+    gguf = locate_source(spec(SMOLLM2))
+    model, load_s = timed(lambda: AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval())
+    rss_loaded = current_rss_mb()
+    eos = read_manifest(config.models_dir / SMOLLM2).eos_token_ids[0]
+
+    def run_one(prompt: BenchPrompt) -> list[int]:
+        ids = torch.tensor([prompt.ids])
+        with torch.no_grad():
+            out = model.generate(
+                ids, attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=eos,
+                min_new_tokens=config.tokens, max_new_tokens=config.tokens,
+            )
+        return out[0, len(prompt.ids):].tolist()
+
+    greedy = measure_greedy(run_one, greedy_prompts(tok), config.repeats)
+    return {"load_seconds": round(load_s, 2), "rss_after_load_mb": rss_loaded, "greedy": greedy,
+            "threads": torch.get_num_threads()}
+
+
+def section_llama_cpp(config: Config) -> dict[str, Any]:
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return {"status": "not installed"}
+    from router.modelbuild.build import locate_source
+
+    tok = reference_tokenizer(config)
+    gguf = locate_source(spec(SMOLLM2))
+    llm, load_s = timed(lambda: Llama(model_path=str(gguf), n_threads=config.threads, n_ctx=512, verbose=False))
+    rss_loaded = current_rss_mb()
+
+    def run_one(prompt: BenchPrompt) -> list[int]:
+        # Token ids rather than the rendered text, so llama.cpp cannot add a second BOS.
+        tokens: list[int] = []
+        for token in llm.generate(prompt.ids, temp=0.0, repeat_penalty=1.0, reset=True):
+            if token == llm.token_eos():
+                break
+            tokens.append(int(token))
+            if len(tokens) >= config.tokens:
+                break
+        return tokens
+
+    greedy = measure_greedy(run_one, greedy_prompts(tok), config.repeats)
+    return {"status": "ok", "version": importlib.metadata.version("llama-cpp-python"),
+            "load_seconds": round(load_s, 2), "rss_after_load_mb": rss_loaded, "greedy": greedy}
+
+
+def section_engine(config: Config, variant: str) -> dict[str, Any]:
+    from router.engine import Engine
+    from router.engine.session import CPU, SessionSettings
+
+    settings = SessionSettings(providers=(CPU,), intra_op_threads=config.threads)
+    engine, load_s = timed(lambda: Engine.load(config.models_dir / ENGINE_MODELS[variant], settings))
+    rss_loaded = current_rss_mb()
+    prompts = greedy_prompts(engine.tokenizer)
+    return {
+        "model": engine.name,
+        "load_seconds": round(load_s, 2),
+        "rss_after_load_mb": rss_loaded,
+        "greedy": engine_greedy(engine, prompts, config),
+        "prefill": engine_prefill(engine, [prompts[0], long_prompt(engine.tokenizer)], config.repeats),
+        "sampling": engine_sampling(engine, config),
+        "accuracy": engine_accuracy(engine, arithmetic_questions(config.questions)),
+    }
+
+
+def engine_greedy(engine: Any, prompts: list[BenchPrompt], config: Config) -> dict[str, Any]:
+    from router.engine import SamplingParams
+
+    params = SamplingParams(max_new_tokens=config.tokens)
+    return measure_greedy(lambda p: engine.generate(p.text, params)[0].token_ids, prompts, config.repeats)
+
+
+def engine_prefill(engine: Any, prompts: list[BenchPrompt], repeats: int) -> list[dict[str, Any]]:
+    """Seconds for one forward pass over each prompt; tokens/s = prompt tokens / median seconds."""
+    out = []
+    for prompt in prompts:
+        engine.prefill(prompt.ids)  # warm-up for this sequence length
+        seconds = [timed(lambda prompt=prompt: engine.prefill(prompt.ids))[1] for _ in range(repeats)]
+        median = statistics.median(seconds)
+        out.append({"prompt_tokens": len(prompt.ids), "seconds": [round(s, 4) for s in seconds],
+                    "median_seconds": round(median, 4), "tokens_per_s": rate(len(prompt.ids), median)})
+    return out
+
+
+def engine_sampling(engine: Any, config: Config) -> dict[str, Any]:
+    """``n=8`` from one prefill vs eight sequential ``n=1`` runs; only generated tokens count."""
+    from router.engine import FinishReason, SamplingParams
+
+    def params(seed: int) -> SamplingParams:
+        return SamplingParams(temperature=SAMPLING_TEMPERATURE, max_new_tokens=config.tokens, seed=seed)
+
+    def batched(r: int) -> list[Any]:
+        return engine.generate(SAMPLING_PROMPT, params(1000 + r), n=SAMPLES)
+
+    def sequential(r: int) -> list[Any]:
+        return [engine.generate(SAMPLING_PROMPT, params(2000 + SAMPLES * r + i))[0] for i in range(SAMPLES)]
+
+    engine.generate(SAMPLING_PROMPT, params(0), n=SAMPLES)  # warm-up: batch-shaped allocations
+    result: dict[str, Any] = {"samples": SAMPLES, "temperature": SAMPLING_TEMPERATURE}
+    for name, fn in (("batched", batched), ("sequential", sequential)):
+        runs = []
+        for r in range(config.repeats):
+            comps, seconds = timed(lambda fn=fn, r=r: fn(r))
+            tokens = sum(c.completion_tokens for c in comps)
+            early = sum(1 for c in comps if c.finish_reason != FinishReason.LENGTH)
+            runs.append({"tokens": tokens, "seconds": round(seconds, 4), "stopped_early": early,
+                         "tokens_per_s": rate(tokens, seconds)})
+        result[name] = {"tokens_per_s": statistics.median(run["tokens_per_s"] for run in runs), "runs": runs}
+    result["ratio"] = round(result["batched"]["tokens_per_s"] / result["sequential"]["tokens_per_s"], 2)
+    return result
+
+
+def engine_accuracy(engine: Any, questions: list[Question]) -> dict[str, Any]:
+    from router.engine import SamplingParams
+
+    params = SamplingParams(max_new_tokens=ACCURACY_MAX_TOKENS)
+    items = []
+    for q in questions:
+        comp = engine.generate(q.text, params)[0]
+        got = parse_last_integer(comp.text)
+        items.append({"question": q.text, "expected": q.answer, "text": comp.text, "parsed": got,
+                      "correct": got == q.answer, "token_ids": comp.token_ids})
+    correct = sum(i["correct"] for i in items)
+    return {"questions": len(items), "correct": correct, "accuracy": round(correct / len(items), 4),
+            "items": items}
+
+
+def run_section(name: str, config: Config) -> dict[str, Any]:
+    if name == "hf":
+        result = section_hf(config)
+    elif name == "llama-cpp":
+        result = section_llama_cpp(config)
+    else:
+        result = section_engine(config, name)
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def spawn_section(name: str, config: Config) -> dict[str, Any]:
+    """Run one section in a fresh interpreter, so its peak RSS is its own."""
+    with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
+        out = Path(tmp) / f"{name}.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--section", name, "--json-out", str(out),
+               *config.argv()]
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"section {name!r} failed with exit code {proc.returncode}: {' '.join(cmd)}")
+        result = json.loads(out.read_text())
+    result["section_seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+# -- machine facts -----------------------------------------------------------------------------
+def _cpuinfo() -> tuple[str, int | None]:
+    """CPU model name and physical core count from /proc/cpuinfo."""
+    model, cores = platform.processor() or "unknown", set()
+    try:
+        blocks = Path("/proc/cpuinfo").read_text().split("\n\n")
+    except OSError:
+        return model, None
+    for block in blocks:
+        fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        model = fields.get("model name", model)
+        if "core id" in fields:
+            cores.add((fields.get("physical id"), fields["core id"]))
+    return model, len(cores) or None
+
+
+def _ram_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def machine_info() -> dict[str, Any]:
+    model, physical = _cpuinfo()
+    return {
+        "cpu": model,
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical,
+        "ram_gb": _ram_gb(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {d: _version(d) for d in ("onnxruntime", "torch", "transformers", "numpy", "llama-cpp-python")},
+        "git_commit": _git_commit(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# -- driver ------------------------------------------------------------------------------------
+def ensure_int8(models_dir: Path) -> None:
+    from router.modelbuild.build import build
+
+    build(SMOLLM2_INT8, models_dir)
+
+
+def compare_outputs(results: dict[str, Any]) -> dict[str, Any]:
+    """Cross-section facts: greedy parity of the engine with transformers, int8 vs fp32 tokens."""
+    out: dict[str, Any] = {}
+    hf, fp32, int8 = results.get("hf"), results.get("fp32"), results.get("int8")
+    if hf and fp32:
+        pairs = zip(fp32["greedy"]["token_ids"], hf["greedy"]["token_ids"], strict=True)
+        # The engine may stop at EOS; transformers was forced to run the full budget.
+        out["fp32_greedy_matches_hf"] = [e == h[: len(e)] for e, h in pairs]
+    if fp32 and int8:
+        a, b = fp32["accuracy"]["items"], int8["accuracy"]["items"]
+        pairs = [(x["token_ids"], y["token_ids"]) for x, y in zip(a, b, strict=True)]
+        differ = [x != y for x, y in pairs]
+        out["int8_tokens_differ_fraction"] = round(sum(differ) / len(differ), 4)
+        out["int8_tokens_differ_count"] = sum(differ)
+        out["int8_first_divergence"] = [_first_divergence(x, y) for x, y in pairs]
+    return out
+
+
+def _first_divergence(a: list[int], b: list[int]) -> int | None:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def run_all(config: Config, args: argparse.Namespace) -> dict[str, Any]:
+    sections = ["fp32"]
+    if not args.skip_int8:
+        ensure_int8(config.models_dir)
+        sections.append("int8")
+    if not args.skip_hf:
+        sections.insert(0, "hf")
+    results: dict[str, Any] = {}
+    for name in sections:
+        print(f"[bench] section {name} ...", flush=True)
+        results[name] = spawn_section(name, config)
+    if importlib.util.find_spec("llama_cpp") is not None:
+        print("[bench] section llama-cpp ...", flush=True)
+        results["llama-cpp"] = spawn_section("llama-cpp", config)
+    else:
+        results["llama-cpp"] = {"status": "not installed"}
+    return results
+
+
+def build_report(config: Config, args: argparse.Namespace) -> dict[str, Any]:
+    machine = machine_info()
+    started = dt.datetime.now(dt.UTC)
+    results = run_all(config, args)
+    machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return {
+        "date_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine,
+        "config": {**{k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()},
+                   "quick": args.quick, "skip_int8": args.skip_int8, "skip_hf": args.skip_hf},
+        "targets": {"decode_ratio_vs_hf": TARGET_DECODE_RATIO, "sampling_ratio": TARGET_SAMPLING_RATIO},
+        "results": results,
+        "comparisons": compare_outputs(results),
+    }
+
+
+# -- markdown ----------------------------------------------------------------------------------
+def _met(value: float | None, target: float) -> str:
+    if value is None:
+        return "n/a"
+    return "met" if value >= target else "NOT met"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    m, cfg, res = report["machine"], report["config"], report["results"]
+    lines = [
+        "# Engine benchmark",
+        "",
+        f"{report['date_utc']} · {m['cpu']} · {m['logical_cores']} logical / {m['physical_cores']} physical "
+        f"cores · {m['ram_gb']} GB RAM · Python {m['python']} · onnxruntime {m['versions']['onnxruntime']} · "
+        f"torch {m['versions']['torch']} · transformers {m['versions']['transformers']} · commit "
+        f"{(m['git_commit'] or 'unknown')[:12]}",
+        "",
+        f"Settings: {cfg['threads']} threads for every peer, median of {cfg['repeats']} runs per cell, "
+        f"{cfg['tokens']} new tokens, {cfg['questions']} accuracy questions"
+        + (" (**--quick smoke run: not a measurement**)" if cfg["quick"] else "")
+        + f". Load average {m['load_average_at_start']} at start, {m['load_average_at_end']} at end.",
+        "",
+    ]
+    lines += _greedy_md(report) + _sampling_md(res) + _prefill_md(res) + _accuracy_md(report) + _memory_md(res)
+    return "\n".join(lines) + "\n"
+
+
+def _greedy_md(report: dict[str, Any]) -> list[str]:
+    res = report["results"]
+    hf_rate = res["hf"]["greedy"]["tokens_per_s"] if "hf" in res else None
+    rows = []
+    for name, label in (("hf", "transformers (torch CPU)"), ("fp32", "engine fp32"), ("int8", "engine int8"),
+                        ("llama-cpp", "llama.cpp (GGUF Q4_1)")):
+        r = res.get(name)
+        if r is None or "greedy" not in r:
+            rows.append([label, r.get("status", "skipped") if r else "skipped", "", ""])
+            continue
+        g = r["greedy"]
+        tokens = sum(x["tokens"] for x in g["runs"]) // max(1, len(g["per_repeat"]))
+        ratio = round(g["tokens_per_s"] / hf_rate, 2) if hf_rate and name != "hf" else None
+        rows.append([label, g["tokens_per_s"], tokens, f"{ratio}x" if ratio is not None else ""])
+    fp32_ratio = (res["fp32"]["greedy"]["tokens_per_s"] / hf_rate) if hf_rate else None
+    lines = ["## 1. Greedy batch-1 generation (prefill + decode, 3 prompts)", ""]
+    lines += _table(["peer", "tokens/s", "tokens per repeat", "vs transformers"], rows)
+    verdict = _met(fp32_ratio, TARGET_DECODE_RATIO) + (f"** ({fp32_ratio:.2f}x)." if fp32_ratio else "**.")
+    lines += ["", f"Target engine fp32 >= {TARGET_DECODE_RATIO}x transformers: **{verdict}"]
+    parity = report["comparisons"].get("fp32_greedy_matches_hf")
+    if parity is not None:
+        lines.append(f"Engine fp32 greedy tokens equal transformers' on {sum(parity)}/{len(parity)} prompts.")
+    return lines + [""]
+
+
+def _sampling_md(res: dict[str, Any]) -> list[str]:
+    rows = []
+    for name in ("fp32", "int8"):
+        if name not in res:
+            continue
+        s = res[name]["sampling"]
+        early = sum(r["stopped_early"] for r in s["batched"]["runs"] + s["sequential"]["runs"])
+        rows.append([f"engine {name}", s["batched"]["tokens_per_s"], s["sequential"]["tokens_per_s"],
+                     f"{s['ratio']}x", _met(s["ratio"], TARGET_SAMPLING_RATIO), early])
+    lines = [f"## 2. {SAMPLES} samples (T={SAMPLING_TEMPERATURE}) from one prefill vs {SAMPLES} sequential runs", ""]
+    lines += _table(["model", f"n={SAMPLES} tokens/s", "sequential tokens/s", "ratio",
+                     f"target >= {TARGET_SAMPLING_RATIO}x", "samples stopped early"], rows)
+    return lines + ["", "Only generated tokens count; samples that hit EOS early contribute what they made.", ""]
+
+
+def _prefill_md(res: dict[str, Any]) -> list[str]:
+    engines = [n for n in ("fp32", "int8") if n in res]
+    if not engines:
+        return []
+    rows = []
+    for i, p in enumerate(res[engines[0]]["prefill"]):
+        rows.append([p["prompt_tokens"], *(res[n]["prefill"][i]["tokens_per_s"] for n in engines),
+                     *(round(res[n]["prefill"][i]["median_seconds"] * 1000, 1) for n in engines)])
+    header = ["prompt tokens", *(f"{n} tokens/s" for n in engines), *(f"{n} ms" for n in engines)]
+    return ["## 3. Prefill (one forward pass over the prompt)", "", *_table(header, rows), ""]
+
+
+def _accuracy_md(report: dict[str, Any]) -> list[str]:
+    res, comp = report["results"], report["comparisons"]
+    rows = [[f"engine {n}", f"{res[n]['accuracy']['correct']}/{res[n]['accuracy']['questions']}",
+             res[n]["accuracy"]["accuracy"]] for n in ("fp32", "int8") if n in res]
+    lines = [f"## 4. Greedy arithmetic accuracy (random.Random(0), max {ACCURACY_MAX_TOKENS} tokens)", ""]
+    lines += _table(["model", "correct", "accuracy"], rows)
+    if "int8_tokens_differ_fraction" in comp:
+        lines += ["", f"int8 greedy tokens differ from fp32's on {comp['int8_tokens_differ_count']}/"
+                  f"{len(comp['int8_first_divergence'])} questions ({comp['int8_tokens_differ_fraction']:.0%})."]
+    return lines + [""]
+
+
+def _memory_md(res: dict[str, Any]) -> list[str]:
+    rows = [[name, r.get("rss_after_load_mb"), r["peak_rss_mb"], r.get("load_seconds")]
+            for name, r in res.items() if "peak_rss_mb" in r]
+    lines = ["## 5. Memory (each peer in its own process)", ""]
+    lines += _table(["peer", "RSS after load MB", "peak RSS MB", "load s"], rows)
+    return lines + [""]
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from router.modelbuild.build import default_models_dir
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out-dir", type=Path, default=REPO_ROOT / "bench" / "results",
+                   help="where engine.json and engine.md go (default: bench/results)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 1 repeat, 16 tokens, 8 questions (overrides those options)")
+    p.add_argument("--skip-int8", action="store_true", help="do not build or measure the int8 model")
+    p.add_argument("--skip-hf", action="store_true", help="do not measure transformers")
+    p.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is reported")
+    p.add_argument("--tokens", type=int, default=64, help="new tokens per generation")
+    p.add_argument("--questions", type=int, default=40, help="arithmetic questions for the accuracy check")
+    p.add_argument("--threads", type=int, default=2, help="threads for every peer (torch, ORT, llama.cpp)")
+    p.add_argument("--models-dir", type=Path, default=default_models_dir())
+    p.add_argument("--section", choices=SECTIONS, help=argparse.SUPPRESS)
+    p.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats, args.tokens, args.questions = 1, 16, 8
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = Config(args.repeats, args.tokens, args.questions, args.threads, args.models_dir.resolve())
+    if args.section:
+        result = run_section(args.section, config)
+        args.json_out.write_text(json.dumps(result))
+        return 0
+    report = build_report(config, args)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "engine.json").write_text(json.dumps(report, indent=2) + "\n")
+    markdown = render_markdown(report)
+    (args.out_dir / "engine.md").write_text(markdown)
+    print(markdown)
+    print(f"[bench] wrote {args.out_dir / 'engine.json'} and {args.out_dir / 'engine.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
