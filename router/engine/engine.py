@@ -27,7 +27,7 @@ import numpy as np
 import onnxruntime as ort
 
 from router.engine.manifest import Manifest, load_manifest
-from router.engine.sampling import log_softmax, row_generators, select_tokens
+from router.engine.sampling import row_generators, select_tokens
 from router.engine.session import SessionSettings, device_of, open_session
 from router.engine.state import SequenceState
 from router.engine.tokenizer import ChatTokenizer
@@ -196,8 +196,7 @@ class Engine:
                     finish[live[i]] = stopped
                 break
             logits = state.logits[active]
-            chosen = select_tokens(logits, params, [rngs[live[i]] for i in active])
-            chosen_lp = log_softmax(logits)[np.arange(len(active)), chosen]
+            chosen, chosen_lp = select_tokens(logits, params, [rngs[live[i]] for i in active])
             feed: list[list[int]] = [[] for _ in range(state.rows)]
             for j, i in enumerate(active):
                 c, tok = live[i], int(chosen[j])

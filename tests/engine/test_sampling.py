@@ -5,18 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router.engine.sampling import log_softmax, row_generators, select_tokens
+from router.engine.sampling import row_generators, select_tokens
 from router.engine.types import SamplingParams
 
 
 def draw(logits: np.ndarray, params: SamplingParams, n: int) -> np.ndarray:
     rng = row_generators(params.seed, 1)
-    return np.array([select_tokens(logits[None], params, rng)[0] for _ in range(n)])
+    return np.array([select_tokens(logits[None], params, rng)[0][0] for _ in range(n)])
 
 
 def test_greedy_is_argmax() -> None:
     logits = np.random.default_rng(0).normal(size=(5, 1000)).astype(np.float32)
-    assert (select_tokens(logits, SamplingParams(), []) == logits.argmax(-1)).all()
+    assert (select_tokens(logits, SamplingParams(), [])[0] == logits.argmax(-1)).all()
 
 
 def test_temperature_sampling_matches_softmax() -> None:
@@ -34,23 +34,44 @@ def test_top_k_and_top_p_restrict_support() -> None:
     assert abs((got == 0).mean() - 4 / 7) < 0.015
 
 
-def test_nucleus_wider_than_the_candidate_shortlist_is_exact() -> None:
-    """A flat distribution over 49k tokens: top_p=0.9 must reach far past the 256 shortlist."""
-    logits = np.zeros(49152, dtype=np.float32)
-    got = draw(logits, SamplingParams(temperature=1.0, top_p=0.9, seed=4), 3000)
-    assert len(set(got)) > 2000
-    assert got.max() > 256
+def test_nucleus_reaching_below_the_candidate_pool_is_exact() -> None:
+    """One token at p=0.31 and 49k tiny ones that hold the rest: the nucleus needs ~42k of them."""
+    logits = np.full(49152, -10.0, dtype=np.float32)
+    logits[0] = 0.0
+    w = np.exp(logits.astype(np.float64))
+    mass = np.cumsum(w) / w.sum()
+    keep = int(np.searchsorted(mass, 0.9)) + 1
+    got = draw(logits, SamplingParams(temperature=1.0, top_p=0.9, seed=4), 4000)
+    assert abs((got == 0).mean() - 1.0 / mass[keep - 1] * w[0] / w.sum()) < 0.03
+    assert len(set(got)) > 2500 and got.max() < keep
+
+
+def test_top_k_reaching_below_the_candidate_pool() -> None:
+    logits = np.full(1000, -20.0, dtype=np.float32)
+    logits[:3] = [0.0, -1.0, -2.0]
+    got = draw(logits, SamplingParams(temperature=1.0, top_k=10, seed=6), 3000)
+    assert len(set(got) - {0, 1, 2}) <= 7, "more than k distinct tokens"
+    assert (got < 3).mean() > 0.99 and {0, 1, 2} <= set(got)
+
+
+def test_top_k_then_top_p_uses_the_renormalised_top_k() -> None:
+    logits = np.log(np.array([0.3, 0.2, 0.2, 0.15, 0.15], dtype=np.float32))
+    # top_k=2 leaves {0: 0.6, 1: 0.4}; nucleus 0.5 of that keeps only token 0
+    got = draw(logits, SamplingParams(temperature=1.0, top_k=2, top_p=0.5, seed=7), 500)
+    assert set(got) == {0}
+
+
+def test_logprobs_are_the_models_whatever_the_temperature() -> None:
+    logits = np.log(np.array([[0.5, 0.3, 0.2]], dtype=np.float32))
+    for t in (0.0, 0.5, 2.0):
+        tokens, lp = select_tokens(logits, SamplingParams(temperature=t, seed=1), row_generators(1, 1))
+        assert np.isclose(lp[0], np.log([0.5, 0.3, 0.2][tokens[0]]))
 
 
 def test_row_generators_are_independent_of_row_count() -> None:
     a = [g.random() for g in row_generators(9, 3)]
     b = [g.random() for g in row_generators(9, 5)][:3]
     assert a == b
-
-
-def test_log_softmax_normalises() -> None:
-    x = np.random.default_rng(1).normal(size=(3, 50)).astype(np.float32) * 30
-    assert np.allclose(np.exp(log_softmax(x)).sum(-1), 1.0)
 
 
 @pytest.mark.parametrize("temperature", [0.3, 1.5])

@@ -34,3 +34,24 @@ def test_second_build_with_intact_files_does_nothing(smollm2_dir: Path) -> None:
     assert out == smollm2_dir
     assert said == [f"{smollm2_dir.name}: up to date in {smollm2_dir}"]
     assert {f.name: f.stat().st_mtime_ns for f in smollm2_dir.iterdir()} == before
+
+
+@pytest.mark.slow
+def test_int8_variant_is_quantized_from_the_fp32_build(smollm2_dir: Path) -> None:
+    import onnx
+
+    from router.engine import Engine, SamplingParams
+    from router.engine.manifest import load_manifest
+    from router.engine.session import CPU, SessionSettings
+    from router.modelbuild.catalog import SMOLLM2_INT8
+
+    out = build(SMOLLM2_INT8, smollm2_dir.parent, say=lambda _: None)
+    int8, fp32 = load_manifest(out), load_manifest(smollm2_dir)
+    assert int8.dtype == "int8" and int8.source == fp32.source
+    assert int8.files["tokenizer.json"] == fp32.files["tokenizer.json"]
+    assert (out / "model.onnx").stat().st_size < 0.5 * (smollm2_dir / "model.onnx").stat().st_size
+    ops = {node.op_type for node in onnx.load(out / "model.onnx", load_external_data=False).graph.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeMatMul"}
+    engine = Engine.load(out, SessionSettings(providers=(CPU,)))
+    c = engine.generate("What is the capital of France?", SamplingParams(max_new_tokens=24))[0]
+    assert c.completion_tokens > 0 and c.text.strip()
