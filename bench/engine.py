@@ -59,7 +59,7 @@ TARGET_DECODE_RATIO = 3.0  # engine fp32 greedy tokens/s over transformers'
 TARGET_SAMPLING_RATIO = 5.0  # n=8 from one prefill over 8 sequential runs
 SAMPLES = 8
 SAMPLING_TEMPERATURE = 0.7
-ACCURACY_MAX_TOKENS = 32
+ACCURACY_MAX_TOKENS = 64
 
 # Prompts that make the model write at length, so greedy runs reach the token budget.
 GREEDY_PROMPTS = (

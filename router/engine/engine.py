@@ -110,6 +110,8 @@ class Engine:
         params = params or SamplingParams()
         self.check_request(params, n)
         ids = self.tokenizer.encode_prompt(prompt)
+        if (stopped := self._interrupted(cancel, deadline)) is not None:  # spare the prefill
+            return [Completion(i, "", [], [], stopped, len(ids)) for i in range(n)]
         state = self.prefill(ids)
         if n > 1:
             state = state.fork(n)

@@ -51,9 +51,11 @@ def test_same_seed_same_samples_and_rows_independent_of_n(tiny: Engine) -> None:
 def test_cancel_before_start_returns_nothing_generated(tiny: Engine) -> None:
     token = CancelToken()
     token.cancel()
+    forwards = tiny.stats.forward_calls
     comps = tiny.generate(PROMPT, SamplingParams(max_new_tokens=50), n=3, cancel=token)
     assert [c.finish_reason for c in comps] == [FinishReason.CANCELLED] * 3
     assert all(c.completion_tokens == 0 for c in comps)
+    assert tiny.stats.forward_calls == forwards, "a cancelled request should not even prefill"
 
 
 def test_cancel_from_another_thread_stops_within_one_step(tiny: Engine) -> None:
@@ -78,8 +80,10 @@ def test_cancel_from_another_thread_stops_within_one_step(tiny: Engine) -> None:
 
 
 def test_deadline_returns_what_was_made(tiny: Engine) -> None:
+    forwards = tiny.stats.forward_calls
     c = tiny.generate(PROMPT, SamplingParams(max_new_tokens=100), deadline=time.monotonic() - 1)[0]
     assert c.finish_reason is FinishReason.DEADLINE and c.completion_tokens == 0
+    assert tiny.stats.forward_calls == forwards
     # A deadline that lands mid-generation: tokens so far come back, marked.
     slow = SamplingParams(temperature=1.0, max_new_tokens=tiny.context_length - 40, seed=3)
     start = time.monotonic()
