@@ -1,6 +1,6 @@
-"""`router` command line: build and inspect models, and generate from one.
+"""`router` command line: serve, ask, build and inspect models, generate without the service.
 
-`serve`, `ask`, `eval`, `tune` and `ab` arrive with the service, policy and evaluation issues.
+`eval`, `tune` and `ab` arrive with the policy and evaluation issues.
 """
 
 from __future__ import annotations
@@ -78,6 +78,50 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import logging
+
+    from router.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.port is not None:
+        settings.server.port = args.port
+    return asyncio.run(serve(settings))
+
+
+def _ask(args: argparse.Namespace, settings: Settings) -> int:
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from router.client import RouterClient, field_violations
+
+    target = args.target or f"{settings.server.host}:{settings.server.port}"
+    with RouterClient(target, timeout_s=args.timeout) as client:
+        try:
+            r = client.generate(args.question, level=args.level, policy=args.policy, return_trace=args.trace,
+                                max_tokens=args.max_tokens, seed=args.seed, temperature=args.temperature)
+        except grpc.RpcError as exc:
+            fields = "; ".join(f"{f}: {d}" for f, d in field_violations(exc))
+            print(f"error: {exc.code().name}: {exc.details()}" + (f" [{fields}]" if fields else ""), file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps(MessageToDict(r, preserving_proto_field_name=True), indent=2))
+        return 0
+    d = r.decision
+    print(f"Q: {args.question}")
+    print(f"A: {r.text.strip()}")
+    print(f"   decision: level={d.level} strategy={d.strategy} samples={d.samples} policy={d.policy}@{d.policy_version}"
+          f" ({d.reason})")
+    print(f"   usage: {r.usage.prompt_tokens} prompt + {r.usage.completion_tokens} completion tokens, "
+          f"{r.usage.samples} sample(s); {r.timings.total_ms:.0f} ms total "
+          f"({r.timings.queue_ms:.1f} queue, {r.timings.generate_ms:.0f} generate); request {r.request_id}")
+    flags = [name for name in ("degraded", "truncated_by_deadline", "truncated_by_budget") if getattr(r.flags, name)]
+    if flags:
+        print(f"   flags: {', '.join(flags)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="router", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -88,6 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("name", nargs="?", help="model name (default: the configured model)")
     build.add_argument("--force", action="store_true", help="rebuild even when intact")
     msub.add_parser("list", help="known models and whether they are built and intact")
+
+    serve = sub.add_parser("serve", help="run the gRPC service (config: ROUTER_CONFIG YAML + ROUTER_* env)")
+    serve.add_argument("--port", type=int, default=None)
+
+    ask = sub.add_parser("ask", help="ask a running service and print the answer and the decision")
+    ask.add_argument("question")
+    ask.add_argument("--target", default=None, help="host:port (default: the configured server address)")
+    ask.add_argument("--level", default="")
+    ask.add_argument("--policy", default="")
+    ask.add_argument("--max-tokens", type=int, default=0)
+    ask.add_argument("--temperature", type=float, default=None)
+    ask.add_argument("--seed", type=int, default=None)
+    ask.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
+    ask.add_argument("--trace", action="store_true")
+    ask.add_argument("--json", action="store_true")
 
     gen = sub.add_parser("generate", help="generate from the model directly (no service)")
     gen.add_argument("prompt")
@@ -109,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "models":
             return _models(args, settings)
+        if args.cmd == "serve":
+            return _serve(args, settings)
+        if args.cmd == "ask":
+            return _ask(args, settings)
         return _generate(args, settings)
     except RouterError as exc:
         print(f"error: {exc}", file=sys.stderr)

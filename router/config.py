@@ -42,12 +42,33 @@ class EngineSettings(BaseModel):
         )
 
 
+class ServerSettings(BaseModel):
+    """gRPC server, admission and limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=50051, ge=0, le=65535)
+    metrics_port: int = Field(default=9464, ge=-1, le=65535)  # -1 disables, 0 picks a free port
+    compute_slots: int = Field(default=8, ge=1)  # samples that may run at once
+    max_concurrent_rpcs: int = Field(default=256, ge=1)
+    worker_threads: int = Field(default=4, ge=1)  # model work runs here, never on the event loop
+    grace_period_s: float = Field(default=20.0, ge=0)
+    max_query_chars: int = Field(default=16_000, ge=1)
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    keepalive_time_s: float = Field(default=30.0, gt=0)
+    keepalive_timeout_s: float = Field(default=10.0, gt=0)
+    retry_after_s: float = Field(default=1.0, gt=0)
+    default_max_new_tokens: int = Field(default=256, ge=1)
+    admin_token: str = ""  # ReloadPolicies is refused while this is empty
+    store_path: Path = Path("var/router.sqlite3")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ROUTER_", env_nested_delimiter="__", extra="forbid")
 
     models_dir: Path = Field(default_factory=_default_models_dir)
     model: str = DEFAULT_MODEL
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -34,3 +34,27 @@ class ModelIntegrityError(ModelUnavailableError):
 
 class ProviderUnavailableError(ModelUnavailableError):
     """The requested ONNX Runtime execution provider is not usable and fallback is not allowed."""
+
+
+class UnknownRequestError(RouterError, LookupError):
+    """A request id that this router never answered (or whose record is gone)."""
+
+
+class OverloadedError(RouterError):
+    """No compute slots free right now; the caller may retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineTooShortError(RouterError):
+    """The remaining time cannot fit even one single pass, so nothing was started."""
+
+
+class NotReadyError(RouterError):
+    """The server is starting or draining and takes no new work."""
+
+
+class PermissionDeniedError(RouterError):
+    """An admin-only call without the admin token."""

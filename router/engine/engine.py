@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,8 @@ from router.engine.state import SequenceState
 from router.engine.tokenizer import ChatTokenizer
 from router.engine.types import CancelToken, Completion, FinishReason, Prompt, SamplingParams
 from router.errors import InvalidArgumentError
+
+TokenCallback = Callable[[list[tuple[int, int]]], None]
 
 
 @dataclass
@@ -102,10 +104,12 @@ class Engine:
         *,
         cancel: CancelToken | None = None,
         deadline: float | None = None,
+        on_tokens: TokenCallback | None = None,
     ) -> list[Completion]:
         """``n`` completions of a prompt (text = one user turn, or chat messages), one prefill.
 
-        ``deadline`` is an absolute ``time.monotonic()`` value.
+        ``deadline`` is an absolute ``time.monotonic()`` value. ``on_tokens`` is called after each
+        decode step with the ``(completion index, token id)`` pairs that step accepted.
         """
         params = params or SamplingParams()
         self.check_request(params, n)
@@ -115,7 +119,7 @@ class Engine:
         state = self.prefill(ids)
         if n > 1:
             state = state.fork(n)
-        return self.decode(state, params, cancel=cancel, deadline=deadline, compact=True)
+        return self.decode(state, params, cancel=cancel, deadline=deadline, compact=True, on_tokens=on_tokens)
 
     def check_request(self, params: SamplingParams, n: int) -> None:
         """Validate sampling values and the sample count before any work is done."""
@@ -166,6 +170,7 @@ class Engine:
         cancel: CancelToken | None = None,
         deadline: float | None = None,
         compact: bool = False,
+        on_tokens: TokenCallback | None = None,
     ) -> list[Completion]:
         """Sample each row of ``state`` until EOS, a stop string, ``max_new_tokens``, the context
         limit, cancellation or the deadline.
@@ -200,12 +205,14 @@ class Engine:
             logits = state.logits[active]
             chosen, chosen_lp = select_tokens(logits, params, [rngs[live[i]] for i in active])
             feed: list[list[int]] = [[] for _ in range(state.rows)]
+            accepted: list[tuple[int, int]] = []
             for j, i in enumerate(active):
                 c, tok = live[i], int(chosen[j])
                 if tok in self._eos:
                     finish[c] = FinishReason.EOS
                     continue
                 generated[c].append(tok)
+                accepted.append((c, tok))
                 logprobs[c].append(float(chosen_lp[j]))
                 state.tokens[i].append(tok)
                 if params.stop and (pos := self._find_stop(generated[c], params.stop)) is not None:
@@ -216,6 +223,8 @@ class Engine:
                     feed[i] = [tok]
                 else:
                     state.pending[i] = [tok]
+            if on_tokens is not None and accepted:
+                on_tokens(accepted)
             if not any(feed):
                 break
             if compact:

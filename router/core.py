@@ -1,0 +1,155 @@
+"""The request path, protocol-agnostic: validate, admit, decide, run, record.
+
+The transport calls :meth:`Router.route` and :meth:`Router.generate` with domain objects; the
+core raises domain errors (router.errors) and never sees a status code. Model work runs in a
+dedicated thread pool so the event loop keeps serving health checks and cheap RPCs while a
+search runs; ONNX Runtime releases the GIL while it computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from router.admission import ComputeSlots
+from router.domain import Candidate, Hints, Outcome, Plan, Query, Timings
+from router.engine import CancelToken, Engine, SamplingParams
+from router.errors import DeadlineTooShortError, InvalidArgumentError, NotReadyError
+from router.policy import PolicySet
+from router.store import SqliteStore
+from router.strategies import StrategyContext, get_strategy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CoreLimits:
+    max_query_chars: int = 16_000
+    max_samples: int = 64
+
+
+@dataclass
+class Progress:
+    """Callbacks for streaming; called on the event loop thread."""
+
+    on_text: Callable[[str, int], None] | None = None
+    on_sample: Callable[[Candidate], None] | None = None
+
+
+class Router:
+    def __init__(
+        self,
+        engine: Engine,
+        policies: PolicySet,
+        slots: ComputeSlots,
+        store: SqliteStore,
+        executor: ThreadPoolExecutor,
+        limits: CoreLimits = CoreLimits(),
+    ) -> None:
+        self.engine = engine
+        self.policies = policies
+        self.slots = slots
+        self.store = store
+        self.executor = executor
+        self.limits = limits
+        self.min_pass_s = 0.0  # measured by warm_up(): a tiny single pass
+        self.accepting = True
+
+    def warm_up(self) -> None:
+        """Run one short pass so the first request pays no start-up cost and the deadline floor is known."""
+        start = time.perf_counter()
+        self.engine.generate("Hi", SamplingParams(max_new_tokens=2))
+        self.min_pass_s = time.perf_counter() - start
+
+    # -- decisions ------------------------------------------------------------------------------
+    def validate(self, query: Query) -> None:
+        if query.text and query.messages:
+            raise InvalidArgumentError("query", "set either text or messages, not both")
+        if not query.text.strip() and not query.messages:
+            raise InvalidArgumentError("query.text", "query is empty: give a question as text or messages")
+        size = len(query.text) + sum(len(m.get("content", "")) for m in query.messages)
+        if size > self.limits.max_query_chars:
+            raise InvalidArgumentError(
+                "query.text", f"query has {size} characters; this server takes at most {self.limits.max_query_chars}"
+            )
+        if query.messages:
+            try:
+                self.engine.tokenizer.messages(query.prompt)
+            except InvalidArgumentError as exc:
+                raise InvalidArgumentError(f"query.{exc.field}", exc.description) from None
+
+    def route(self, query: Query, hints: Hints) -> Plan:
+        """The decision :meth:`generate` would make, without running it."""
+        self.validate(query)
+        return self.policies.get(hints.policy).plan(hints, self.limits.max_samples)
+
+    # -- generation -----------------------------------------------------------------------------
+    async def generate(
+        self,
+        query: Query,
+        hints: Hints,
+        *,
+        request_id: str = "",
+        deadline: float | None = None,
+        progress: Progress | None = None,
+        on_plan: Callable[[Plan], None] | None = None,
+    ) -> tuple[Plan, Outcome]:
+        """Answer ``query``; ``deadline`` is an absolute ``time.monotonic()``."""
+        arrived = time.monotonic()
+        if not self.accepting:
+            raise NotReadyError("server is shutting down; retry on another replica")
+        request_id = request_id or uuid.uuid4().hex
+        plan = self.route(query, hints)
+        decided = time.monotonic()
+        if deadline is not None and deadline - decided < self.min_pass_s:
+            raise DeadlineTooShortError(
+                f"{max(0.0, deadline - decided) * 1000:.0f} ms left cannot fit one pass "
+                f"(~{self.min_pass_s * 1000:.0f} ms here); nothing was started"
+            )
+        self.slots.acquire(plan.samples)
+        if on_plan is not None:
+            on_plan(plan)
+        cancel = CancelToken()
+        loop = asyncio.get_running_loop()
+        ctx = StrategyContext(engine=self.engine, cancel=cancel, deadline=deadline)
+        if progress is not None and progress.on_text is not None:
+            on_text = progress.on_text
+            ctx.on_text = lambda text, n: loop.call_soon_threadsafe(on_text, text, n)
+        if progress is not None and progress.on_sample is not None:
+            on_sample = progress.on_sample
+            ctx.on_sample = lambda c: loop.call_soon_threadsafe(on_sample, c)
+        strategy = get_strategy(plan.strategy)
+        started: list[float] = []
+
+        def work() -> Outcome:
+            started.append(time.monotonic())
+            return strategy.run(query, plan, ctx)
+
+        future = loop.run_in_executor(self.executor, work)
+        future.add_done_callback(lambda _: self.slots.release(plan.samples))
+        try:
+            outcome = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancel.cancel()  # the worker stops within one decode step, then frees its slots
+            self.store.record_decision(request_id, plan, None)
+            raise
+        done = time.monotonic()
+        begun = started[0] if started else done
+        outcome.request_id = request_id
+        outcome.model = self.engine.name
+        outcome.timings = Timings(
+            queue_ms=(begun - decided) * 1000,
+            classify_ms=(decided - arrived) * 1000,
+            generate_ms=(done - begun) * 1000,
+            total_ms=(done - arrived) * 1000,
+        )
+        self.store.record_decision(request_id, plan, outcome)
+        return plan, outcome
+
+    async def submit_feedback(self, request_id: str, key: str, score: float | None, label: str, comment: str) -> bool:
+        return await asyncio.wrap_future(self.store.add_feedback(request_id, key, score, label, comment))

@@ -1,0 +1,115 @@
+"""The request path's data: what was asked, what was decided, what it cost.
+
+Plain dataclasses shared by the core, the transport, the store, metrics and offline tools, so that
+a decision is data everywhere (DESIGN.md §1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from router.engine.types import ChatMessages, Completion, Prompt, SamplingParams
+
+
+@dataclass(frozen=True)
+class Query:
+    """Exactly one of ``text`` and ``messages``."""
+
+    text: str = ""
+    messages: ChatMessages = ()
+
+    @property
+    def prompt(self) -> Prompt:
+        return self.text if self.text else list(self.messages)
+
+
+@dataclass(frozen=True)
+class SamplingOverrides:
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    max_new_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Hints:
+    """The caller's say in the decision; zero budgets mean "no cap"."""
+
+    unit_id: str = ""
+    policy: str = ""
+    level: str = ""
+    max_tokens: int = 0
+    max_samples: int = 0
+    sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The decision: which level runs, with which parameters, and why."""
+
+    level: str
+    strategy: str
+    samples: int
+    sampling: SamplingParams
+    policy: str
+    policy_version: str
+    reason: str
+    difficulty: float | None = None
+    experiment: str = ""
+    arm: str = ""
+    capped_by_budget: bool = False  # the caller's budget lowered max_new_tokens or samples
+
+    def parameters(self) -> dict[str, str]:
+        s = self.sampling
+        out = {"temperature": str(s.temperature), "top_p": str(s.top_p), "top_k": str(s.top_k),
+               "max_new_tokens": str(s.max_new_tokens)}
+        if s.seed is not None:
+            out["seed"] = str(s.seed)
+        return out
+
+
+@dataclass
+class Candidate:
+    completion: Completion
+    answer: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+    chosen: bool = False
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    samples: int = 0
+    model_calls: int = 0
+
+
+@dataclass
+class Timings:
+    queue_ms: float = 0.0
+    classify_ms: float = 0.0
+    generate_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+@dataclass
+class Flags:
+    degraded: bool = False
+    truncated_by_deadline: bool = False
+    truncated_by_budget: bool = False
+
+
+@dataclass
+class Outcome:
+    """What a strategy produced for a plan (filled in by the core with timings and ids)."""
+
+    text: str
+    answer: str
+    candidates: list[Candidate]
+    votes: dict[str, int]
+    usage: Usage
+    flags: Flags
+    timings: Timings = field(default_factory=Timings)
+    request_id: str = ""
+    model: str = ""

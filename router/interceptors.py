@@ -1,0 +1,137 @@
+"""One place where domain errors become gRPC status codes, and where every RPC is counted.
+
+Callers get a code they can branch on and a message they can act on; bad input also carries
+``google.rpc.BadRequest`` field violations, overload carries ``google.rpc.RetryInfo``. An
+unexpected exception is logged with its traceback under an error id, and the caller gets
+INTERNAL with that id: never the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from router.errors import (
+    DeadlineTooShortError,
+    InvalidArgumentError,
+    ModelUnavailableError,
+    NotReadyError,
+    OverloadedError,
+    PermissionDeniedError,
+    RouterError,
+    UnknownRequestError,
+)
+from router.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+_CODES: list[tuple[type[RouterError], grpc.StatusCode]] = [
+    (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
+    (UnknownRequestError, grpc.StatusCode.NOT_FOUND),
+    (OverloadedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (DeadlineTooShortError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (NotReadyError, grpc.StatusCode.UNAVAILABLE),
+    (ModelUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+]
+
+
+def status_for(exc: BaseException) -> grpc.Status:
+    """The rich status a domain error maps to (INTERNAL with an error id for anything else)."""
+    code = next((c for cls, c in _CODES if isinstance(exc, cls)), None)
+    if code is None:
+        error_id = uuid.uuid4().hex[:12]
+        log.error("internal error %s", error_id, exc_info=exc)
+        return rpc_status.to_status(status_pb2.Status(
+            code=code_pb2.INTERNAL, message=f"internal error (error id {error_id}); the server log has the details"
+        ))
+    details = []
+    if isinstance(exc, InvalidArgumentError):
+        violation = error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.description)
+        details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
+    if isinstance(exc, OverloadedError):
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(int(exc.retry_after_s * 1000))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=str(exc), details=details))
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+class ErrorsAndMetricsInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler_call_details.method.startswith("/router.v1."):
+            return handler
+        rpc = handler_call_details.method.rsplit("/", 1)[-1]
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(rpc, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(rpc, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _wrap_unary(self, rpc: str, inner: Callable) -> Callable:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start, code = time.perf_counter(), "OK"
+            try:
+                return await inner(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a traceback
+                status = status_for(exc)
+                code = status.code.name
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            finally:
+                self._observe(rpc, code, start, context)
+
+        return unary
+
+    def _wrap_stream(self, rpc: str, inner: Callable) -> Callable:
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            start, code = time.perf_counter(), "OK"
+            try:
+                async for item in inner(request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                status = status_for(exc)
+                code = status.code.name
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            finally:
+                self._observe(rpc, code, start, context)
+
+        return stream
+
+    def _observe(self, rpc: str, code: str, start: float, context: grpc.aio.ServicerContext) -> None:
+        if context.cancelled():
+            code = "CANCELLED"
+        self.metrics.rpcs.labels(rpc=rpc, code=code).inc()
+        self.metrics.latency.labels(rpc=rpc).observe(time.perf_counter() - start)

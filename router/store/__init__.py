@@ -1,0 +1,5 @@
+"""Decision and feedback store (SQLite by default)."""
+
+from router.store.sqlite import SqliteStore
+
+__all__ = ["SqliteStore"]
