@@ -22,7 +22,7 @@ from router.engine import CancelToken, Engine, SamplingParams
 from router.errors import DeadlineTooShortError, InvalidArgumentError, NotReadyError
 from router.policy import PolicySet
 from router.store import SqliteStore
-from router.strategies import StrategyContext, get_strategy
+from router.strategies import Strategy, StrategyContext, get_strategy
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 class CoreLimits:
     max_query_chars: int = 16_000
     max_samples: int = 64
+    # Generation stops this long before the caller's deadline so the answer can still reach it.
+    response_margin_s: float = 0.05
 
 
 @dataclass
@@ -77,16 +79,33 @@ class Router:
             raise InvalidArgumentError(
                 "query.text", f"query has {size} characters; this server takes at most {self.limits.max_query_chars}"
             )
-        if query.messages:
-            try:
-                self.engine.tokenizer.messages(query.prompt)
-            except InvalidArgumentError as exc:
-                raise InvalidArgumentError(f"query.{exc.field}", exc.description) from None
+        tokenizer = self.engine.tokenizer
+        try:
+            rendered = tokenizer.render(query.prompt)
+        except InvalidArgumentError as exc:
+            field = "query.text" if exc.field == "prompt" else f"query.{exc.field}"
+            raise InvalidArgumentError(field, exc.description) from None
+        # A byte-level BPE token covers at least one byte, so only long prompts need counting.
+        if (
+            len(rendered.encode()) >= self.engine.context_length
+            and (prompt_tokens := len(tokenizer.encode(rendered))) >= self.engine.context_length
+        ):
+            raise InvalidArgumentError(
+                "query.text",
+                f"query is {prompt_tokens} tokens with its chat template; the model's context holds "
+                f"{self.engine.context_length}",
+            )
 
     def route(self, query: Query, hints: Hints) -> Plan:
         """The decision :meth:`generate` would make, without running it."""
         self.validate(query)
-        return self.policies.get(hints.policy).plan(hints, self.limits.max_samples)
+        plan = self.policies.get(hints.policy).plan(hints, self.limits.max_samples)
+        if plan.sampling.max_new_tokens > self.engine.context_length:
+            raise InvalidArgumentError(
+                "hints.sampling.max_new_tokens",
+                f"must be <= the model's context ({self.engine.context_length}), got {plan.sampling.max_new_tokens}",
+            )
+        return plan
 
     # -- generation -----------------------------------------------------------------------------
     async def generate(
@@ -106,40 +125,27 @@ class Router:
         request_id = request_id or uuid.uuid4().hex
         plan = self.route(query, hints)
         decided = time.monotonic()
-        if deadline is not None and deadline - decided < self.min_pass_s:
+        needed = self.min_pass_s + self.limits.response_margin_s
+        if deadline is not None and deadline - decided < needed:
             raise DeadlineTooShortError(
                 f"{max(0.0, deadline - decided) * 1000:.0f} ms left cannot fit one pass "
-                f"(~{self.min_pass_s * 1000:.0f} ms here); nothing was started"
+                f"(~{needed * 1000:.0f} ms here); nothing was started"
             )
-        self.slots.acquire(plan.samples)
-        if on_plan is not None:
-            on_plan(plan)
-        cancel = CancelToken()
-        loop = asyncio.get_running_loop()
-        ctx = StrategyContext(engine=self.engine, cancel=cancel, deadline=deadline)
-        if progress is not None and progress.on_text is not None:
-            on_text = progress.on_text
-            ctx.on_text = lambda text, n: loop.call_soon_threadsafe(on_text, text, n)
-        if progress is not None and progress.on_sample is not None:
-            on_sample = progress.on_sample
-            ctx.on_sample = lambda c: loop.call_soon_threadsafe(on_sample, c)
         strategy = get_strategy(plan.strategy)
-        started: list[float] = []
-
-        def work() -> Outcome:
-            started.append(time.monotonic())
-            return strategy.run(query, plan, ctx)
-
-        future = loop.run_in_executor(self.executor, work)
+        self.slots.acquire(plan.samples)
+        try:
+            future, cancel = self._start(strategy, query, plan, deadline, progress, on_plan)
+        except BaseException:
+            self.slots.release(plan.samples)
+            raise
         future.add_done_callback(lambda _: self.slots.release(plan.samples))
         try:
-            outcome = await asyncio.shield(future)
+            outcome, begun = await asyncio.shield(future)
         except asyncio.CancelledError:
             cancel.cancel()  # the worker stops within one decode step, then frees its slots
             self.store.record_decision(request_id, plan, None)
             raise
         done = time.monotonic()
-        begun = started[0] if started else done
         outcome.request_id = request_id
         outcome.model = self.engine.name
         outcome.timings = Timings(
@@ -150,6 +156,35 @@ class Router:
         )
         self.store.record_decision(request_id, plan, outcome)
         return plan, outcome
+
+    def _start(
+        self,
+        strategy: Strategy,
+        query: Query,
+        plan: Plan,
+        deadline: float | None,
+        progress: Progress | None,
+        on_plan: Callable[[Plan], None] | None,
+    ) -> tuple[asyncio.Future, CancelToken]:
+        """Hand the strategy to a worker thread: a future of (outcome, start time), and its cancel token."""
+        if on_plan is not None:
+            on_plan(plan)
+        cancel = CancelToken()
+        loop = asyncio.get_running_loop()
+        stop_at = None if deadline is None else deadline - self.limits.response_margin_s
+        ctx = StrategyContext(engine=self.engine, cancel=cancel, deadline=stop_at)
+        if progress is not None and progress.on_text is not None:
+            on_text = progress.on_text
+            ctx.on_text = lambda text, n: loop.call_soon_threadsafe(on_text, text, n)
+        if progress is not None and progress.on_sample is not None:
+            on_sample = progress.on_sample
+            ctx.on_sample = lambda c: loop.call_soon_threadsafe(on_sample, c)
+
+        def work() -> tuple[Outcome, float]:
+            begun = time.monotonic()
+            return strategy.run(query, plan, ctx), begun
+
+        return loop.run_in_executor(self.executor, work), cancel
 
     async def submit_feedback(self, request_id: str, key: str, score: float | None, label: str, comment: str) -> bool:
         return await asyncio.wrap_future(self.store.add_feedback(request_id, key, score, label, comment))

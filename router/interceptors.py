@@ -73,16 +73,23 @@ def _pack(message: Any) -> any_pb2.Any:
 class ErrorsAndMetricsInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        if method in self._wrapped:
+            return self._wrapped[method]
         handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith("/router.v1."):
+        if handler is None or not method.startswith("/router.v1."):
             return handler
-        rpc = handler_call_details.method.rsplit("/", 1)[-1]
+        self._wrapped[method] = self._wrap(method.rsplit("/", 1)[-1], handler)
+        return self._wrapped[method]
+
+    def _wrap(self, rpc: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(rpc, handler.unary_unary),
@@ -103,6 +110,7 @@ class ErrorsAndMetricsInterceptor(grpc.aio.ServerInterceptor):
             try:
                 return await inner(request, context)
             except grpc.aio.AbortError:
+                code = context.code().name if context.code() else "UNKNOWN"
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a traceback
                 status = status_for(exc)
@@ -120,6 +128,7 @@ class ErrorsAndMetricsInterceptor(grpc.aio.ServerInterceptor):
                 async for item in inner(request, context):
                     yield item
             except grpc.aio.AbortError:
+                code = context.code().name if context.code() else "UNKNOWN"
                 raise
             except Exception as exc:  # noqa: BLE001
                 status = status_for(exc)

@@ -36,14 +36,19 @@ class RouterServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.health = health.aio.HealthServicer()
         self.servicer = RouterServicer(self.metrics, settings.server.admin_token)
         self.executor = ThreadPoolExecutor(settings.server.worker_threads, thread_name_prefix="model")
         self.store: SqliteStore | None = None
         self.core: Router | None = None
         self.port = 0
         self.metrics_port: int | None = None
-        s = settings.server
+        # grpc.aio objects bind to the running event loop, so they are made in start().
+        self.health: health.aio.HealthServicer | None = None
+        self.server: grpc.aio.Server | None = None
+
+    def _build(self) -> None:
+        s = self.settings.server
+        self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
             interceptors=[ErrorsAndMetricsInterceptor(self.metrics)],
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
@@ -71,6 +76,7 @@ class RouterServer:
     async def start(self) -> None:
         """Listen (health NOT_SERVING) and start the metrics endpoint; the model loads in :meth:`load`."""
         s = self.settings.server
+        self._build()
         self.port = self.server.add_insecure_port(f"{s.host}:{s.port}")
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
@@ -102,9 +108,9 @@ class RouterServer:
         if self.core is not None:
             self.core.accepting = False
         await self.server.stop(grace)
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        await asyncio.to_thread(self.executor.shutdown, wait=True, cancel_futures=True)
         if self.store is not None:
-            self.store.close()
+            await asyncio.to_thread(self.store.close)
 
 
 async def serve(settings: Settings) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 
 from router.domain import Hints, Plan
 from router.engine.types import SamplingParams
@@ -36,7 +37,7 @@ class Policy:
     default_level: str
     description: str = ""
 
-    @property
+    @cached_property
     def version(self) -> str:
         """Content hash: two policies with the same name but other contents get other versions."""
         body = json.dumps(asdict(self), sort_keys=True, default=str).encode()

@@ -1,0 +1,127 @@
+"""Every RPC over real gRPC on loopback, against the tiny exported model."""
+
+from __future__ import annotations
+
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from router.client import RouterClient
+from router.v1 import router_pb2 as pb
+
+from .conftest import ADMIN_TOKEN, ThreadedServer
+
+
+def test_generate_returns_answer_decision_usage_and_timings(client: RouterClient, tiny_server: ThreadedServer) -> None:
+    r = client.generate("What is the capital of France?")
+    assert r.text and r.request_id and r.model == "tiny-llama"
+    d = r.decision
+    assert (d.level, d.strategy, d.samples, d.policy) == ("single", "single", 1, "fixed")
+    assert d.policy_version and d.reason and d.parameters["temperature"] == "0.0"
+    assert not d.HasField("difficulty")
+    assert r.usage.samples == 1 and r.usage.model_calls == 1
+    assert r.usage.prompt_tokens > 5 and 0 < r.usage.completion_tokens <= 24
+    assert r.timings.total_ms >= r.timings.generate_ms > 0
+    assert not r.HasField("trace")
+    expected = tiny_server.core.engine.generate("What is the capital of France?",
+                                                 tiny_server.core.policies.get("").level("single").sampling)[0]
+    assert r.text == expected.text
+
+
+def test_chat_messages_and_trace(client: RouterClient) -> None:
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Add 2 and 3."}]
+    r = client.generate(messages=messages, return_trace=True)
+    [cand] = r.trace.candidates
+    assert cand.chosen and cand.text == r.text and cand.finish_reason in ("eos", "length", "stop")
+    assert cand.completion_tokens == r.usage.completion_tokens
+
+
+def test_budget_caps_tokens_and_is_flagged(client: RouterClient) -> None:
+    r = client.generate("Count the letters in the word banana.", max_tokens=3)
+    assert r.usage.completion_tokens <= 3
+    assert r.decision.parameters["max_new_tokens"] == "3"
+    assert r.flags.truncated_by_budget == (r.usage.completion_tokens == 3)
+
+
+def test_route_is_the_decision_generate_makes(client: RouterClient) -> None:
+    routed = client.route("Which is larger, 19 or 71?", temperature=0.5, seed=3)
+    generated = client.generate("Which is larger, 19 or 71?", temperature=0.5, seed=3)
+    assert routed.decision == generated.decision
+    assert routed.decision.parameters["seed"] == "3"
+
+
+def test_feedback_is_idempotent_on_request_id_and_key(client: RouterClient) -> None:
+    rid = client.generate("Add 17 and 25.").request_id
+    assert client.feedback(rid, "correct", score=1.0) is True
+    assert client.feedback(rid, "correct", score=0.0) is False
+    assert client.feedback(rid, "helpful", label="yes") is True
+
+
+def test_feedback_for_unknown_request_is_not_found(client: RouterClient) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        client.feedback("no-such-request", "correct", score=1.0)
+    assert err.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "no-such-request" in err.value.details()
+
+
+def test_list_policies(client: RouterClient) -> None:
+    [policy] = client.list_policies()
+    assert policy.name == "fixed" and policy.is_default and list(policy.levels) == ["single"]
+
+
+def test_reload_policies_is_guarded(client: RouterClient) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        client.stub.ReloadPolicies(pb.ReloadPoliciesRequest(), timeout=5)
+    assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as err:
+        client.stub.ReloadPolicies(pb.ReloadPoliciesRequest(), timeout=5, metadata=[("x-router-admin-token", "wrong")])
+    assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    ok = client.stub.ReloadPolicies(pb.ReloadPoliciesRequest(), timeout=5,
+                                    metadata=[("x-router-admin-token", ADMIN_TOKEN)])
+    assert [p.name for p in ok.policies] == ["fixed"]
+
+
+def test_stream_sends_decision_then_tokens_then_final(client: RouterClient) -> None:
+    events = list(client.generate_stream("Count the letters in the word banana."))
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds[0] == "decision" and kinds[-1] == "final"
+    assert set(kinds[1:-1]) == {"token"}
+    final = events[-1].final
+    assert "".join(e.token.text for e in events if e.HasField("token")) == final.text
+    assert events[-2].token.completion_tokens <= final.usage.completion_tokens
+    assert events[0].decision == final.decision
+
+
+def test_concurrent_requests_equal_sequential_ones(client: RouterClient) -> None:
+    prompts = [("Add 17 and 25.", s) for s in range(6)]
+    sequential = [client.generate(p, temperature=1.0, seed=s).text for p, s in prompts]
+    with ThreadPoolExecutor(6) as pool:
+        concurrent = list(pool.map(lambda ps: client.generate(ps[0], temperature=1.0, seed=ps[1]).text, prompts))
+    assert concurrent == sequential
+    assert len(set(sequential)) > 1
+
+
+def test_reflection_lists_the_services(tiny_server: ThreadedServer) -> None:
+    with grpc.insecure_channel(tiny_server.target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        [resp] = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                                timeout=5))
+    names = {s.name for s in resp.list_services_response.service}
+    assert {"router.v1.RouterService", "grpc.health.v1.Health"} <= names
+
+
+def test_metrics_count_rpcs_decisions_and_tokens(client: RouterClient, tiny_server: ThreadedServer) -> None:
+    client.generate("Add 2 and 3.")
+    with pytest.raises(grpc.RpcError):
+        client.generate("")
+    body = urllib.request.urlopen(f"http://127.0.0.1:{tiny_server.server.metrics_port}/metrics", timeout=5).read()
+    text = body.decode()
+    assert 'router_rpcs_total{code="OK",rpc="Generate"}' in text
+    assert 'router_rpcs_total{code="INVALID_ARGUMENT",rpc="Generate"}' in text
+    assert 'router_decisions_total{arm="",level="single",policy="fixed"}' in text
+    assert 'router_tokens_total{kind="completion"}' in text
+    assert "router_compute_slots_in_use 0.0" in text
+    assert "router_rpc_latency_seconds_bucket" in text
