@@ -5,13 +5,12 @@ BIN    := $(VENV)/bin
 MODEL  ?= smollm2-135m-instruct
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast install model model-int8 bench lint clean install-gpu
+.PHONY: run test test-fast install model model-int8 bench lint protos clean install-gpu
 
-run: model ## set up, build the default model, and show it answering
-	$(BIN)/router generate "What is 17 + 25? Answer with the number." --model $(MODEL)
-	$(BIN)/router generate "Name a primary colour." --model $(MODEL) -n 4 --temperature 0.7 --seed 1
+run: model ## set up, build the default model, start the service, ask it, stop it (KEEP=1 leaves it up)
+	$(BIN)/python scripts/demo.py $(if $(KEEP),--keep)
 
-test: model ## the whole suite, slow real-model tests included (what CI runs)
+test: model lint ## lint + stub drift + the whole suite, slow real-model tests included (what CI runs)
 	$(BIN)/python -m pytest -q
 
 test-fast: install ## fast tests only: no model build needed
@@ -38,11 +37,18 @@ install-gpu: install
 	$(BIN)/python -m pip uninstall -y onnxruntime
 	$(BIN)/python -m pip install -q 'onnxruntime-gpu>=1.20'
 
-bench: model model-int8 ## engine benchmark -> bench/results/engine.{md,json}
+bench: model model-int8 ## benchmarks -> bench/results/{engine,grpc}.{md,json}
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/grpc.py
 
-lint: install
-	$(BIN)/ruff check router tests bench models
+lint: install ## ruff, buf lint, buf breaking against the previous commit, generated stubs up to date
+	$(BIN)/ruff check router tests bench models scripts
+	$(BIN)/buf lint
+	scripts/buf_breaking.sh $(BIN)/buf
+	$(BIN)/python scripts/gen_protos.py --check
+
+protos: install ## regenerate router/v1 stubs from protos/
+	$(BIN)/python scripts/gen_protos.py
 
 clean:
 	rm -rf $(VENV) models/*/ models/.*.partial bench/scratch

@@ -20,7 +20,7 @@ from router.admission import ComputeSlots
 from router.config import Settings
 from router.core import CoreLimits, Router
 from router.engine import Engine
-from router.interceptors import ErrorsAndMetricsInterceptor
+from router.interceptors import ErrorsAndMetrics
 from router.metrics import Metrics
 from router.policy import default_policies
 from router.service import RouterServicer
@@ -50,7 +50,6 @@ class RouterServer:
         s = self.settings.server
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[ErrorsAndMetricsInterceptor(self.metrics)],
             maximum_concurrent_rpcs=s.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", s.max_message_bytes),
@@ -62,7 +61,9 @@ class RouterServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        router_pb2_grpc.add_RouterServiceServicer_to_server(self.servicer, self.server)
+        ErrorsAndMetrics(self.metrics).register(
+            router_pb2_grpc.add_RouterServiceServicer_to_server, self.servicer, self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],

@@ -50,7 +50,8 @@ def main() -> int:
         if args.check:
             stale = [f for f in OUTPUTS if not (target / f).exists() or not filecmp.cmp(fresh / f, target / f, False)]
             if stale:
-                print(f"stale stubs: {', '.join(stale)}; run `python scripts/gen_protos.py` and commit", file=sys.stderr)
+                hint = "run `python scripts/gen_protos.py` and commit"
+                print(f"stale stubs: {', '.join(stale)}; {hint}", file=sys.stderr)
                 return 1
             print("stubs match protos/")
             return 0
