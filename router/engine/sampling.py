@@ -33,25 +33,51 @@ def select_tokens(
     logits, whatever the temperature).
     """
     shifted = logits - logits.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(shifted).sum(axis=1, dtype=np.float64))
+    weights = np.exp(shifted)
+    log_norm = np.log(weights.sum(axis=1, dtype=np.float64))
+    rows = len(shifted)
     if params.greedy:
         chosen = shifted.argmax(axis=1)
-    else:
+    elif params.top_k > 0 or params.top_p < 1.0:
         scaled = shifted if params.temperature == 1.0 else shifted / np.float32(params.temperature)
-        chosen = np.array([_sample_row(scaled[r], params, rngs[r]) for r in range(len(rngs))], dtype=np.int64)
-    logprobs = shifted[np.arange(len(chosen)), chosen].astype(np.float64) - log_norm
+        chosen = np.array([_sample_row(scaled[r], params, rngs[r]) for r in range(rows)], dtype=np.int64)
+    else:  # the common case, vectorised: one exp and one cumsum for all rows
+        if params.temperature != 1.0:
+            weights = np.multiply(shifted, np.float32(1.0 / params.temperature), out=weights)
+            np.exp(weights, out=weights)
+        chosen = _inverse_cdf(weights, np.array([rng.random() for rng in rngs]))
+    logprobs = shifted[np.arange(rows), chosen].astype(np.float64) - log_norm
     return chosen, logprobs
 
 
+def _inverse_cdf(weights: np.ndarray, uniforms: np.ndarray, block: int = 256) -> np.ndarray:
+    """Row ``r``'s index where the running sum of ``weights[r]`` passes ``uniforms[r]`` of its total.
+
+    Two levels instead of one cumsum over the vocabulary (a [8, 49152] float64 cumsum took 4.6 ms
+    here): sums of blocks of 256, a cumsum over those, then a cumsum inside the one block hit.
+    """
+    rows, vocab = weights.shape
+    pad = (-vocab) % block
+    if pad:
+        weights = np.pad(weights, ((0, 0), (0, pad)))
+    blocks = weights.reshape(rows, -1, block)
+    block_cdf = np.cumsum(blocks.sum(axis=2, dtype=np.float64), axis=1)
+    targets = uniforms * block_cdf[:, -1]
+    out = np.empty(rows, dtype=np.int64)
+    for r in range(rows):
+        b = min(int(np.searchsorted(block_cdf[r], targets[r], side="right")), block_cdf.shape[1] - 1)
+        before = block_cdf[r, b - 1] if b else 0.0
+        inner = before + np.cumsum(blocks[r, b], dtype=np.float64)
+        out[r] = b * block + min(int(np.searchsorted(inner, targets[r], side="right")), block - 1)
+    return np.minimum(out, vocab - 1)
+
+
 def _sample_row(scaled: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
-    """Inverse-CDF draw from one row of temperature-scaled logits whose maximum is 0."""
-    if params.top_k > 0 or params.top_p < 1.0:
-        ids, weights = _truncated(scaled, params)
-    else:
-        ids, weights = None, np.exp(scaled)
-    cdf = np.cumsum(weights, dtype=np.float64)
+    """Inverse-CDF draw from the top-k / top-p support of one row of scaled logits (maximum 0)."""
+    ids, weights = _truncated(scaled, params)
+    cdf = np.cumsum(weights)
     pick = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(cdf) - 1)
-    return int(ids[pick]) if ids is not None else pick
+    return int(ids[pick])
 
 
 def _truncated(scaled: np.ndarray, params: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
