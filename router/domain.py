@@ -6,7 +6,9 @@ a decision is data everywhere (DESIGN.md §1).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from router.engine.types import ChatMessages, Completion, Prompt, SamplingParams
 
@@ -59,6 +61,7 @@ class Plan:
     experiment: str = ""
     arm: str = ""
     capped_by_budget: bool = False  # the caller's budget lowered max_new_tokens or samples
+    options: Mapping[str, Any] = field(default_factory=dict)  # strategy knobs, e.g. {"verifier": "..."}
 
     def parameters(self) -> dict[str, str]:
         s = self.sampling
@@ -66,6 +69,7 @@ class Plan:
                "max_new_tokens": str(s.max_new_tokens)}
         if s.seed is not None:
             out["seed"] = str(s.seed)
+        out.update({k: str(v) for k, v in self.options.items()})
         return out
 
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
+from typing import Any
 
 from router.domain import Hints, Plan
 from router.engine.types import SamplingParams
@@ -28,6 +29,7 @@ class LevelSpec:
     samples: int
     sampling: SamplingParams
     description: str = ""
+    options: tuple[tuple[str, Any], ...] = ()  # strategy knobs (a tuple keeps the spec hashable)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Policy:
             policy_version=self.version,
             reason="forced by request" if forced else f"policy '{self.name}' default level",
             capped_by_budget=capped,
+            options=dict(spec.options),
         )
 
 
@@ -111,14 +114,23 @@ class PolicySet:
         return iter(self._policies.values())
 
 
-def default_policies(max_new_tokens: int = 256) -> PolicySet:
-    single = LevelSpec(
-        name="single",
-        strategy="single",
-        samples=1,
-        sampling=SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens),
-        description="one greedy pass",
+def default_ladder(max_new_tokens: int = 256) -> tuple[LevelSpec, ...]:
+    """The compute levels every built-in policy offers, cheapest first."""
+    sample = SamplingParams(temperature=0.7, top_p=0.95, max_new_tokens=max_new_tokens, seed=0)
+    return (
+        LevelSpec("single", "single", 1, SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens),
+                  "one greedy pass"),
+        LevelSpec("escalate", "escalate", 8, sample, "greedy, then vote over up to 8 samples if unsure",
+                  (("confidence", "self_likelihood"), ("threshold", 0.6), ("wave", 4))),
+        LevelSpec("self_consistency", "self_consistency", 8, sample,
+                  "majority vote over up to 8 samples, adaptive stop",
+                  (("wave", 4), ("stop_rule", "beta"), ("confidence", 0.95))),
+        LevelSpec("best_of_n", "best_of_n", 8, sample, "8 samples ranked by self-likelihood",
+                  (("verifier", "self_likelihood"), ("selection", "rank"))),
     )
-    fixed = Policy(name="fixed", levels=(single,), default_level="single",
-                   description="always one greedy pass (until the difficulty classifier lands)")
+
+
+def default_policies(max_new_tokens: int = 256) -> PolicySet:
+    fixed = Policy(name="fixed", levels=default_ladder(max_new_tokens), default_level="single",
+                   description="one greedy pass unless a level is forced (until the difficulty classifier lands)")
     return PolicySet([fixed], default="fixed")

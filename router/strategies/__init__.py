@@ -1,8 +1,12 @@
 """Compute strategies: one module per strategy behind :class:`router.strategies.base.Strategy`."""
 
 from router.strategies.base import Strategy, StrategyContext, get_strategy, register, strategy_names
+from router.strategies.best_of_n import BestOfN
+from router.strategies.escalate import Escalate
+from router.strategies.self_consistency import SelfConsistency
 from router.strategies.single import SinglePass
 
-register(SinglePass())
+for _strategy in (SinglePass(), SelfConsistency(), BestOfN(), Escalate()):
+    register(_strategy)
 
 __all__ = ["Strategy", "StrategyContext", "get_strategy", "register", "strategy_names"]

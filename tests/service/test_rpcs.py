@@ -10,6 +10,7 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from router.client import RouterClient
+from router.strategies.sampling import beta_stop_probability
 from router.v1 import router_pb2 as pb
 
 from .conftest import ADMIN_TOKEN, ThreadedServer
@@ -69,7 +70,8 @@ def test_feedback_for_unknown_request_is_not_found(client: RouterClient) -> None
 
 def test_list_policies(client: RouterClient) -> None:
     [policy] = client.list_policies()
-    assert policy.name == "fixed" and policy.is_default and list(policy.levels) == ["single"]
+    assert policy.name == "fixed" and policy.is_default
+    assert list(policy.levels) == ["single", "escalate", "self_consistency", "best_of_n"]
 
 
 def test_reload_policies_is_guarded(client: RouterClient) -> None:
@@ -125,3 +127,30 @@ def test_metrics_count_rpcs_decisions_and_tokens(client: RouterClient, tiny_serv
     assert 'router_tokens_total{kind="completion"}' in text
     assert "router_compute_slots_in_use 0.0" in text
     assert "router_rpc_latency_seconds_bucket" in text
+
+
+def test_multi_sample_level_takes_its_slots_and_reports_votes(client: RouterClient) -> None:
+    r = client.generate("Add 17 and 25.", level="self_consistency", max_samples=4, return_trace=True)
+    assert r.decision.level == "self_consistency" and r.decision.samples == 4
+    assert r.decision.parameters["stop_rule"] == "beta"
+    assert 1 <= r.usage.samples <= 4 == r.decision.samples
+    assert len(r.trace.candidates) == r.usage.samples
+    assert sum(r.trace.votes.values()) == sum(1 for c in r.trace.candidates if c.answer)
+    assert sum(c.chosen for c in r.trace.candidates) == 1
+    counts = sorted(r.trace.votes.values(), reverse=True) + [0, 0]
+    sure = beta_stop_probability(counts[0], counts[1]) >= 0.95
+    assert r.flags.truncated_by_budget == (not sure or any(c.finish_reason == "length" for c in r.trace.candidates))
+
+
+def test_best_of_n_trace_carries_verifier_scores(client: RouterClient) -> None:
+    r = client.generate("Count the letters in the word banana.", level="best_of_n", max_samples=3, return_trace=True)
+    assert len(r.trace.candidates) == 3
+    assert all(0.0 <= c.scores["self_likelihood"] <= 1.0 for c in r.trace.candidates)
+
+
+def test_stream_of_a_multi_sample_level_reports_each_sample(client: RouterClient) -> None:
+    events = list(client.generate_stream("Add 17 and 25.", level="best_of_n", max_samples=3, return_trace=True))
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds == ["decision", "sample", "sample", "sample", "final"]
+    streamed = [(e.sample.candidate.index, e.sample.candidate.text) for e in events[1:4]]
+    assert streamed == [(c.index, c.text) for c in events[-1].final.trace.candidates]

@@ -1,0 +1,133 @@
+"""self_consistency, best_of_n and escalate on real engines (tiny for mechanics, SmolLM2 for behaviour)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from scipy import stats
+
+from router.domain import Plan, Query
+from router.engine import CancelToken, Engine, SamplingParams
+from router.strategies import StrategyContext, get_strategy
+from router.strategies.sampling import beta_stop_probability, tally, wave_params
+
+
+def plan_for(strategy: str, samples: int, temperature: float = 1.0, seed: int = 0, max_new_tokens: int = 12,
+             **options) -> Plan:
+    return Plan(level=strategy, strategy=strategy, samples=samples,
+                sampling=SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed),
+                policy="test", policy_version="0", reason="test", options=options)
+
+
+def run(engine: Engine, strategy: str, text: str, plan: Plan, **ctx):
+    return get_strategy(strategy).run(Query(text=text), plan, StrategyContext(engine=engine,
+                                                                              cancel=ctx.pop("cancel", CancelToken()),
+                                                                              **ctx))
+
+
+@pytest.mark.parametrize(("top", "second"), [(0, 0), (1, 0), (3, 1), (5, 2), (8, 0), (4, 4), (10, 3)])
+def test_beta_stop_probability_matches_scipy(top: int, second: int) -> None:
+    assert beta_stop_probability(top, second) == pytest.approx(stats.beta.sf(0.5, top + 1, second + 1), abs=1e-12)
+
+
+def test_wave_seeds_differ_and_repeat() -> None:
+    p = SamplingParams(temperature=1.0, seed=7)
+    assert wave_params(p, 0).seed != wave_params(p, 1).seed
+    assert wave_params(p, 3) == wave_params(p, 3)
+    assert wave_params(SamplingParams(), 2).seed is None
+
+
+def test_votes_are_counted_per_answer_and_abstentions_do_not_vote(tiny: Engine) -> None:
+    out = run(tiny, "self_consistency", "Add 17 and 25.",
+              plan_for("self_consistency", 8, stop_rule="none", answer_kind="text", wave=3))
+    assert len(out.candidates) == 8 and out.usage.samples == 8
+    answered = [c for c in out.candidates if c.answer]
+    assert sum(out.votes.values()) == len(answered)
+    for answer, n in out.votes.items():
+        assert n == sum(1 for c in answered if c.answer == answer)
+    assert out.usage.model_calls == 3  # waves of 3, 3, 2
+    assert out.usage.completion_tokens == sum(c.completion.completion_tokens for c in out.candidates)
+    [chosen] = [c for c in out.candidates if c.chosen]
+    assert out.votes.get(chosen.answer, 0) == max(out.votes.values(), default=0)
+    assert out.text == chosen.completion.text
+
+
+def test_tally_merges_equal_numbers() -> None:
+    from router.domain import Candidate
+    from router.engine import Completion, FinishReason
+
+    def cand(answer: str) -> Candidate:
+        return Candidate(Completion(0, answer, [1], [-0.1], FinishReason.EOS, 3), answer=answer)
+
+    assert tally([cand("0.5"), cand("1/2"), cand("3"), cand(""), cand("3")]) == {"0.5": 2, "3": 2}
+
+
+def test_same_seed_same_run_other_seed_other_samples(tiny: Engine) -> None:
+    a = run(tiny, "self_consistency", "Add 17 and 25.", plan_for("self_consistency", 6, stop_rule="none"))
+    b = run(tiny, "self_consistency", "Add 17 and 25.", plan_for("self_consistency", 6, stop_rule="none"))
+    c = run(tiny, "self_consistency", "Add 17 and 25.", plan_for("self_consistency", 6, stop_rule="none", seed=1))
+    texts = [[x.completion.text for x in o.candidates] for o in (a, b, c)]
+    assert texts[0] == texts[1] != texts[2]
+    assert len(set(texts[0])) > 1, "waves must not repeat each other's samples"
+
+
+def test_best_of_n_picks_the_top_scored_candidate(tiny: Engine) -> None:
+    out = run(tiny, "best_of_n", "Count the letters in the word banana.",
+              plan_for("best_of_n", 6, verifier="self_likelihood", answer_kind="text"))
+    scores = [c.scores["self_likelihood"] for c in out.candidates]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    [chosen] = [c for c in out.candidates if c.chosen]
+    assert chosen.scores["self_likelihood"] == max(s for c, s in zip(out.candidates, scores, strict=True)
+                                                   if c.answer or not any(x.answer for x in out.candidates))
+
+
+def test_best_of_n_weighted_voting_sums_scores_per_answer(tiny: Engine) -> None:
+    out = run(tiny, "best_of_n", "Add 17 and 25.",
+              plan_for("best_of_n", 6, verifier="self_likelihood", selection="weighted", answer_kind="text"))
+    weight: dict[str, float] = {}
+    for c in out.candidates:
+        if c.answer:
+            weight[c.answer] = weight.get(c.answer, 0.0) + c.scores["self_likelihood"]
+    [chosen] = [c for c in out.candidates if c.chosen]
+    assert chosen.answer == max(weight, key=lambda a: weight[a])
+
+
+@pytest.mark.parametrize(("threshold", "escalates"), [(0.0, False), (1.01, True)])
+def test_escalate_only_below_the_threshold(tiny: Engine, threshold: float, escalates: bool) -> None:
+    out = run(tiny, "escalate", "Add 17 and 25.",
+              plan_for("escalate", 6, threshold=threshold, stop_rule="none", answer_kind="text"))
+    first = out.candidates[0]
+    assert first.completion.token_ids == tiny.generate("Add 17 and 25.", SamplingParams(max_new_tokens=12))[0].token_ids
+    assert 0.0 <= first.scores["self_likelihood"] <= 1.0
+    assert (out.usage.samples > 1) is escalates
+    assert out.usage.samples == (6 if escalates else 1)
+    assert out.usage.prompt_tokens > 0 and out.usage.model_calls == (1 + 2 if escalates else 1)
+
+
+def test_deadline_returns_truncated_best_so_far(tiny: Engine) -> None:
+    out = run(tiny, "self_consistency", "Add 17 and 25.",
+              plan_for("self_consistency", 8, stop_rule="none", max_new_tokens=200),
+              deadline=time.monotonic() + 0.01)
+    assert out.flags.truncated_by_deadline
+    assert len(out.candidates) < 8 or any(c.completion.finish_reason.value == "deadline" for c in out.candidates)
+
+
+def test_cancel_stops_work(tiny: Engine) -> None:
+    token = CancelToken()
+    token.cancel()
+    before = tiny.stats.decode_steps
+    out = run(tiny, "self_consistency", "Add 17 and 25.", plan_for("self_consistency", 8), cancel=token)
+    assert out.candidates == [] and out.text == ""
+    assert tiny.stats.decode_steps == before
+
+
+@pytest.mark.slow
+def test_adaptive_stop_spends_less_where_samples_agree(smollm2: Engine) -> None:
+    plan = plan_for("self_consistency", 16, temperature=0.7, max_new_tokens=48, wave=2, confidence=0.9)
+    agree = run(smollm2, "self_consistency", "What is the capital of France?", plan)
+    disagree = run(smollm2, "self_consistency", "Pick a random number between 1 and 1000.", plan)
+    assert agree.usage.samples < disagree.usage.samples
+    assert agree.usage.samples <= 6
+    top = sorted(agree.votes.values(), reverse=True) + [0]
+    assert beta_stop_probability(top[0], top[1]) >= 0.9
