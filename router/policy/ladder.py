@@ -127,6 +127,9 @@ def default_ladder(max_new_tokens: int = 256) -> tuple[LevelSpec, ...]:
                   (("wave", 4), ("stop_rule", "beta"), ("confidence", 0.95))),
         LevelSpec("best_of_n", "best_of_n", 8, sample, "8 samples ranked by self-likelihood",
                   (("verifier", "self_likelihood"), ("selection", "rank"))),
+        LevelSpec("step_search", "step_search", 4, sample,
+                  "beam search over reasoning steps (2 beams x 2 children, 12 expansions)",
+                  (("mode", "beam"), ("beam_width", 2), ("branching", 2), ("expansions", 12), ("delimiter", "\n"))),
     )
 
 

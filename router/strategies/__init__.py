@@ -5,8 +5,9 @@ from router.strategies.best_of_n import BestOfN
 from router.strategies.escalate import Escalate
 from router.strategies.self_consistency import SelfConsistency
 from router.strategies.single import SinglePass
+from router.strategies.step_search import StepSearch
 
-for _strategy in (SinglePass(), SelfConsistency(), BestOfN(), Escalate()):
+for _strategy in (SinglePass(), SelfConsistency(), BestOfN(), Escalate(), StepSearch()):
     register(_strategy)
 
 __all__ = ["Strategy", "StrategyContext", "get_strategy", "register", "strategy_names"]

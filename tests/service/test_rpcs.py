@@ -71,7 +71,7 @@ def test_feedback_for_unknown_request_is_not_found(client: RouterClient) -> None
 def test_list_policies(client: RouterClient) -> None:
     [policy] = client.list_policies()
     assert policy.name == "fixed" and policy.is_default
-    assert list(policy.levels) == ["single", "escalate", "self_consistency", "best_of_n"]
+    assert list(policy.levels) == ["single", "escalate", "self_consistency", "best_of_n", "step_search"]
 
 
 def test_reload_policies_is_guarded(client: RouterClient) -> None:
@@ -154,3 +154,10 @@ def test_stream_of_a_multi_sample_level_reports_each_sample(client: RouterClient
     assert kinds == ["decision", "sample", "sample", "sample", "final"]
     streamed = [(e.sample.candidate.index, e.sample.candidate.text) for e in events[1:4]]
     assert streamed == [(c.index, c.text) for c in events[-1].final.trace.candidates]
+
+
+def test_step_search_level_over_grpc(client: RouterClient) -> None:
+    r = client.generate("Add 17 and 25.", level="step_search", return_trace=True)
+    assert r.decision.strategy == "step_search" and r.decision.parameters["mode"] == "beam"
+    assert 1 <= r.usage.samples <= 12  # expansions, never past the budget
+    assert any(c.chosen and c.text == r.text for c in r.trace.candidates)
