@@ -1,10 +1,25 @@
-"""``single``: one pass, greedy unless the plan samples. The cheapest level of every ladder."""
+"""``single``: one pass, greedy unless the plan samples. The cheapest level of every ladder.
+
+Option ``cot`` (default false) appends a chain-of-thought instruction to the last user turn.
+"""
 
 from __future__ import annotations
 
 from router.domain import Candidate, Flags, Outcome, Plan, Query, Usage
 from router.engine import FinishReason
+from router.engine.types import Prompt
 from router.strategies.base import Strategy, StrategyContext
+
+COT = "\n\nThink step by step, then give the final answer on the last line."
+
+
+def with_cot(prompt: Prompt) -> Prompt:
+    if isinstance(prompt, str):
+        return prompt + COT
+    messages = [dict(m) for m in prompt]
+    last_user = max(i for i, m in enumerate(messages) if m.get("role") == "user")
+    messages[last_user]["content"] += COT
+    return messages
 
 
 class SinglePass(Strategy):
@@ -22,8 +37,9 @@ class SinglePass(Strategy):
                 ctx.on_text(text[len(sent[0]):], len(streamed))
                 sent[0] = text
 
+        prompt = with_cot(query.prompt) if plan.options.get("cot") else query.prompt
         [completion] = engine.generate(
-            query.prompt, plan.sampling, n=1, cancel=ctx.cancel, deadline=ctx.deadline,
+            prompt, plan.sampling, n=1, cancel=ctx.cancel, deadline=ctx.deadline,
             on_tokens=on_tokens if ctx.on_text is not None else None,
         )
         if ctx.on_text is not None and completion.text != sent[0] and completion.text.startswith(sent[0]):

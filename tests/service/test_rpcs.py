@@ -71,7 +71,8 @@ def test_feedback_for_unknown_request_is_not_found(client: RouterClient) -> None
 def test_list_policies(client: RouterClient) -> None:
     [policy] = client.list_policies()
     assert policy.name == "fixed" and policy.is_default
-    assert list(policy.levels) == ["single", "escalate", "self_consistency", "best_of_n", "step_search"]
+    assert list(policy.levels) == ["single", "escalate", "self_consistency", "best_of_n", "best_of_n_rm",
+                                   "self_refine", "step_search"]
 
 
 def test_reload_policies_is_guarded(client: RouterClient) -> None:

@@ -132,3 +132,31 @@ def test_adaptive_stop_spends_less_where_samples_agree(smollm2: Engine) -> None:
     assert beta_stop_probability(top[0], top[1]) >= 0.9  # it stopped because it was sure
     spread = sorted(disagree.votes.values(), reverse=True) + [0]
     assert beta_stop_probability(spread[0], spread[1]) < 0.9 and disagree.usage.samples == 16
+
+
+def test_self_refine_drafts_critiques_and_revises_within_rounds(tiny: Engine) -> None:
+    out = run(tiny, "self_refine", "Add 17 and 25.", plan_for("self_refine", 1, rounds=2, answer_kind="text"))
+    # a random model never says CORRECT: draft + 2 x (critique, revision) = 5 calls, 3 answers
+    assert [c.scores.get("critique_ok") for c in out.candidates] == [0.0, 0.0, None]
+    assert out.usage.model_calls == 5 and out.usage.samples == 3
+    assert out.candidates[-1].chosen and out.text == out.candidates[-1].completion.text
+
+
+def test_self_refine_stops_when_the_verifier_is_satisfied(tiny: Engine) -> None:
+    out = run(tiny, "self_refine", "Add 17 and 25.",
+              plan_for("self_refine", 1, rounds=3, verifier="agreement", threshold=0.0, answer_kind="text"))
+    assert out.usage.model_calls == 1 and out.usage.samples == 1
+
+
+def test_self_refine_on_a_passed_deadline_returns_at_once(tiny: Engine) -> None:
+    out = run(tiny, "self_refine", "Add 17 and 25.", plan_for("self_refine", 1), deadline=time.monotonic() - 1)
+    assert out.text == "" and out.candidates == [] and out.usage.model_calls == 1
+
+
+def test_single_with_cot_asks_for_steps(tiny: Engine) -> None:
+    plain = run(tiny, "single", "Add 17 and 25.", plan_for("single", 1, temperature=0.0))
+    cot = run(tiny, "single", "Add 17 and 25.", plan_for("single", 1, temperature=0.0, cot=True))
+    assert cot.usage.prompt_tokens > plain.usage.prompt_tokens
+    msgs = [{"role": "user", "content": "Add 17 and 25."}]
+    from router.strategies.single import COT, with_cot
+    assert with_cot(msgs)[0]["content"].endswith(COT) and msgs[0]["content"] == "Add 17 and 25."

@@ -1,0 +1,178 @@
+"""Accuracy, tokens, samples and latency of the compute ladder on one fixed question set.
+
+Question set: the generated families of router/evaluation/datasets.py (seed 1; the reward model
+was trained on seed 0) plus easy reasoning-gym tasks. For each temperature, every question gets
+one pool of 16 samples drawn from one prefill; SC@k, BoN@8 and pass@k are computed on the first
+k samples of that pool, so every row of a temperature sees the same samples (a paired
+comparison). Greedy and adaptive self-consistency are real strategy runs, timed end to end.
+Latency of pool-based rows is the pool's generation time (plus verifier time for BoN); SC@k for
+k < 16 has no latency of its own here.
+
+    python bench/strategies.py [--per-family 6] [--rg 4] [--temperatures 0.7,1.0] [--max-new-tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from router.config import Settings  # noqa: E402
+from router.domain import Candidate, Plan, Query  # noqa: E402
+from router.engine import CancelToken, Engine, SamplingParams  # noqa: E402
+from router.evaluation.datasets import FAMILIES, REASONING_GYM, Question, generated, reasoning_gym  # noqa: E402
+from router.strategies import StrategyContext, get_strategy  # noqa: E402
+from router.strategies.sampling import tally  # noqa: E402
+from router.verifiers import ScoredItem, get_verifier  # noqa: E402
+from router.verifiers.answers import extract_answer  # noqa: E402
+
+POOL = 16
+SC_KS = (2, 4, 8, 16)
+BON_N = 8
+VERIFIERS = ("self_likelihood", "agreement", "lm_judge", "reward_model")
+
+
+def questions(per_family: int, rg: int) -> list[Question]:
+    out = [q for f in FAMILIES for q in generated(f, per_family, seed=1)]
+    return out + [q for name in REASONING_GYM for q in reasoning_gym(name, rg, seed=1)]
+
+
+def majority(cands: list[Candidate]) -> Candidate | None:
+    votes = tally(cands)
+    if not votes:
+        return None
+    best = max(votes, key=lambda a: votes[a])
+    return next(c for c in cands if c.answer == best)
+
+
+def run_temperature(engine: Engine, qs: list[Question], temperature: float, max_new: int) -> dict:
+    rows: dict[str, dict[str, list[float]]] = {}
+
+    def add(name: str, correct: bool, tokens: int, samples: int, latency: float | None) -> None:
+        r = rows.setdefault(name, {"correct": [], "tokens": [], "samples": [], "latency": []})
+        r["correct"].append(float(correct))
+        r["tokens"].append(tokens)
+        r["samples"].append(samples)
+        if latency is not None:
+            r["latency"].append(latency)
+
+    params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new, seed=0)
+    for i, q in enumerate(qs):
+        start = time.perf_counter()
+        [g] = engine.generate(q.text, SamplingParams(max_new_tokens=max_new))
+        add("greedy", q.grade(g.text)[1], g.completion_tokens, 1, time.perf_counter() - start)
+
+        start = time.perf_counter()
+        comps = engine.generate(q.text, params, n=POOL)
+        pool_s = time.perf_counter() - start
+        # Strategies vote on what their own extractor reads (no choices); the grader then judges the
+        # chosen candidate's text strictly (with the question's choices).
+        right = [q.grade(c.text)[1] for c in comps]
+        cands = [Candidate(c, answer=extract_answer(c.text) or "") for c in comps]
+
+        def correct(cand: Candidate | None, right: list[bool] = right) -> bool:
+            return cand is not None and right[cand.completion.index]
+
+        add("sample@1", right[0], comps[0].completion_tokens, 1, None)
+        for k in SC_KS:
+            sub = [Candidate(c.completion, answer=c.answer) for c in cands[:k]]
+            tokens = sum(c.completion.completion_tokens for c in sub)
+            add(f"SC@{k}", correct(majority(sub)), tokens, k, pool_s if k == POOL else None)
+            add(f"pass@{k}", any(right[:k]), tokens, k, None)
+        first = [Candidate(c.completion, answer=c.answer) for c in cands[:BON_N]]
+        votes = tally(first)
+        items = [ScoredItem(q.text, c.completion, c.answer, votes, BON_N) for c in first]
+        for name in VERIFIERS:
+            t0 = time.perf_counter()
+            scores = get_verifier(name).score(items, engine)
+            verify_s = time.perf_counter() - t0
+            pairs = list(zip(scores, first, strict=True))
+            best = max([p for p in pairs if p[1].answer] or pairs, key=lambda p: p[0])[1]
+            tokens = sum(c.completion.completion_tokens for c in first)
+            add(f"BoN@8 {name}", correct(best), tokens, BON_N, pool_s + verify_s)
+            weight: dict[str, float] = {}
+            for score, c in pairs:
+                if c.answer:
+                    weight[c.answer] = weight.get(c.answer, 0.0) + score
+            win = max(weight, key=lambda a: weight[a]) if weight else None
+            top = max((p for p in pairs if p[1].answer == win), key=lambda p: p[0])[1] if win else None
+            add(f"weighted@8 {name}", correct(top), tokens, BON_N, None)
+
+        plan = Plan("adaptive", "self_consistency", POOL, params, "bench", "0", "bench",
+                    options={"wave": 2, "stop_rule": "beta", "confidence": 0.95})
+        start = time.perf_counter()
+        out = get_strategy("self_consistency").run(Query(text=q.text), plan,
+                                                   StrategyContext(engine=engine, cancel=CancelToken()))
+        add("adaptive SC (<=16)", bool(out.answer) and q.grade(out.text)[1], out.usage.completion_tokens,
+            out.usage.samples, time.perf_counter() - start)
+        print(f"  T={temperature} {i + 1}/{len(qs)} {q.family}", flush=True)
+    return {
+        name: {
+            "accuracy": round(statistics.mean(r["correct"]), 3),
+            "mean_tokens": round(statistics.mean(r["tokens"]), 1),
+            "mean_samples": round(statistics.mean(r["samples"]), 2),
+            "p50_latency_s": round(statistics.median(r["latency"]), 2) if r["latency"] else None,
+        }
+        for name, r in rows.items()
+    }
+
+
+def adaptive_met(sc16: dict, adaptive: dict) -> bool:
+    return sc16["accuracy"] - adaptive["accuracy"] <= 0.005 and 16 / adaptive["mean_samples"] >= 3
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--per-family", type=int, default=6)
+    parser.add_argument("--rg", type=int, default=4)
+    parser.add_argument("--temperatures", default="0.7,1.0")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    engine = Engine.load(Settings().model_dir())
+    qs = questions(args.per_family, args.rg)
+    results = {}
+    for t in (float(x) for x in args.temperatures.split(",")):
+        results[str(t)] = run_temperature(engine, qs, t, args.max_new_tokens)
+    git = ["git", "rev-parse", "--short=12", "HEAD"]
+    commit = subprocess.run(git, capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit, "model": engine.name,
+        "questions": len(qs), "families": sorted({q.family for q in qs}), "max_new_tokens": args.max_new_tokens,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "results": results,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "strategies.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [f"# Strategies benchmark — {report['date']} · commit {commit} · {engine.name} on {engine.providers[0]}",
+             "", f"{len(qs)} questions ({', '.join(report['families'])}), {args.max_new_tokens} new tokens at most, "
+             f"pools of {POOL} samples per question and temperature; peak RSS {report['peak_rss_mb']} MB. "
+             "Machine: 2-core AMD EPYC, 24 GB.", ""]
+    for t, res in results.items():
+        lines += [f"## T = {t}", "", "| strategy | accuracy | mean tokens | mean samples | p50 latency s |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {n} | {r['accuracy']} | {r['mean_tokens']} | {r['mean_samples']} | "
+                  f"{r['p50_latency_s'] if r['p50_latency_s'] is not None else '—'} |" for n, r in res.items()]
+        sc16, ad = res["SC@16"], res["adaptive SC (<=16)"]
+        bon, sc8 = res["BoN@8 reward_model"], res["SC@8"]
+        lines += ["", f"Adaptive SC vs SC@16: accuracy {ad['accuracy']} vs {sc16['accuracy']} "
+                  f"({(ad['accuracy'] - sc16['accuracy']) * 100:+.1f} pt), samples {ad['mean_samples']} vs 16 "
+                  f"({16 / max(ad['mean_samples'], 1e-9):.1f}x fewer); target within 0.5 pt using >= 3x fewer: "
+                  f"{'met' if adaptive_met(sc16, ad) else 'NOT met'}.",
+                  f"BoN@8 reward model vs SC@8: {bon['accuracy']} vs {sc8['accuracy']}: "
+                  f"{'met' if bon['accuracy'] > sc8['accuracy'] else 'NOT met'}.", ""]
+    (args.out_dir / "strategies.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Evaluation: question sets with verifiable answers, and grading."""

@@ -1,0 +1,96 @@
+"""``reward_model``: an outcome reward model learned from this project's own labelled samples.
+
+P(correct) from cheap features of the question, the candidate and the sampling statistics
+(see :data:`FEATURES`), by a scikit-learn logistic regression exported to ONNX
+(``scripts/train_reward_model.py`` makes the data, trains, exports and writes the card). The
+ONNX file is loaded only after its sha256 matches ``reward_model.json``; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from router.engine import Engine, FinishReason
+from router.engine.manifest import sha256_file
+from router.errors import ModelIntegrityError, ModelNotBuiltError
+from router.verifiers.base import ScoredItem, Verifier
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+TRAIN_COMMAND = "python scripts/train_reward_model.py"
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+FEATURES = (
+    "mean_logprob",  # self-likelihood
+    "min_logprob",  # the least likely token
+    "log_tokens",  # log(1 + completion tokens)
+    "ended",  # finished with EOS (not cut at the length limit)
+    "answered",  # a final answer could be extracted
+    "vote_share",  # share of all samples with this answer
+    "distinct_share",  # distinct answers / samples: how spread the samples are
+    "answer_in_question",  # the answer just repeats a number of the question (a common failure)
+    "question_numbers",  # how many numbers the question has
+    "log_answer_magnitude",  # log(1 + |answer|) when numeric
+)
+
+
+def features(item: ScoredItem) -> list[float]:
+    c = item.completion
+    lps = c.logprobs or [0.0]
+    q_numbers = _NUMBER.findall(item.question)
+    try:
+        magnitude = math.log1p(abs(float(item.answer)))
+    except ValueError:
+        magnitude = 0.0
+    answered = bool(item.answer)
+    return [
+        sum(lps) / len(lps),
+        min(lps),
+        math.log1p(c.completion_tokens),
+        float(c.finish_reason is FinishReason.EOS),
+        float(answered),
+        item.votes.get(item.answer, 0) / item.total if answered and item.total else 0.0,
+        len(item.votes) / item.total if item.total else 0.0,
+        float(answered and item.answer in q_numbers),
+        float(len(q_numbers)),
+        magnitude,
+    ]
+
+
+class RewardModel(Verifier):
+    name = "reward_model"
+
+    def __init__(self, artifacts: Path = ARTIFACTS) -> None:
+        self.artifacts = artifacts
+        self._session = None
+
+    def _load(self):  # noqa: ANN202
+        if self._session is None:
+            import onnxruntime as ort
+
+            card = self.artifacts / "reward_model.json"
+            model = self.artifacts / "reward_model.onnx"
+            if not card.is_file() or not model.is_file():
+                raise ModelNotBuiltError(f"reward model missing in {self.artifacts}; train it with `{TRAIN_COMMAND}`")
+            meta = json.loads(card.read_text())
+            if sha256_file(model) != meta["sha256"]:
+                raise ModelIntegrityError(
+                    f"{model} does not match the sha256 in {card.name}; retrain with `{TRAIN_COMMAND}`"
+                )
+            if tuple(meta["features"]) != FEATURES:
+                raise ModelIntegrityError(f"{card.name} was trained on other features; retrain with `{TRAIN_COMMAND}`")
+            self._session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        return self._session
+
+    def score(self, items: Sequence[ScoredItem], engine: Engine) -> list[float]:
+        if not items:
+            return []
+        session = self._load()
+        x = np.array([features(i) for i in items], dtype=np.float32)
+        probabilities = session.run(None, {session.get_inputs()[0].name: x})[1]
+        return [float(p) for p in np.clip(probabilities[:, 1], 0.0, 1.0)]
