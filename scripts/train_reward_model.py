@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from router.verifiers.reward_model import ARTIFACTS, FEATURES, features  # noqa: E402
+from router.verifiers.reward_model import ARTIFACTS, FEATURES, all_features  # noqa: E402
 
 DATA = ARTIFACTS / "reward_data.jsonl"
 UNSEEN = ("comparison", "successor")
@@ -49,7 +49,7 @@ def generate() -> None:
             for cand, (_, correct) in zip(cands, graded, strict=True):
                 item = ScoredItem(q.text, cand.completion, cand.answer, votes, len(cands))
                 rows.append({"question_id": q.id, "family": family, "answer": cand.answer, "truth": q.answer,
-                             "correct": correct, "features": features(item)})
+                             "correct": correct, "features": all_features(item)})
         print(f"{family}: done ({time.time() - start:.0f} s)", flush=True)
     DATA.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"wrote {len(rows)} rows to {DATA.relative_to(ROOT)}")
@@ -65,7 +65,7 @@ def train() -> None:
     from router.engine.manifest import sha256_file
 
     rows = [json.loads(line) for line in DATA.read_text().splitlines()]
-    x = np.array([r["features"] for r in rows], dtype=np.float32)
+    x = np.array([[r["features"][f] for f in FEATURES] for r in rows], dtype=np.float32)
     y = np.array([r["correct"] for r in rows], dtype=np.int64)
     fam = np.array([r["family"] for r in rows])
     qid = np.array([r["question_id"] for r in rows])
@@ -82,11 +82,14 @@ def train() -> None:
     probe = fit(train_mask)
     vote_only = {name: auc_of(x[:, FEATURES.index("vote_share")], y, m) for name, m in
                  (("seen_heldout", ~unseen & held_q), ("unseen_families", unseen))}
+    seen = sorted(set(fam[~unseen]))
+    lofo = [auc_of(fit(~unseen & (fam != f)).predict_proba(x)[:, 1], y, fam == f) for f in seen]
     metrics = {
         "rows": int(len(y)), "positive_rate": round(float(y.mean()), 3),
         "auc_seen_families_heldout_questions": auc(probe, ~unseen & held_q),
         "auc_unseen_families": auc(probe, unseen),
         "auc_vote_share_alone": vote_only,
+        "auc_leave_one_seen_family_out": dict(zip(seen, lofo, strict=True)),
     }
     final = fit(np.ones(len(y), dtype=bool))
     onx = to_onnx(final, x[:1], options={id(final.steps[-1][1]): {"zipmap": False}}, target_opset=18)

@@ -25,7 +25,7 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 TRAIN_COMMAND = "python scripts/train_reward_model.py"
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
-FEATURES = (
+ALL_FEATURES = (
     "mean_logprob",  # self-likelihood
     "min_logprob",  # the least likely token
     "log_tokens",  # log(1 + completion tokens)
@@ -37,9 +37,18 @@ FEATURES = (
     "question_numbers",  # how many numbers the question has
     "log_answer_magnitude",  # log(1 + |answer|) when numeric
 )
+# The model uses these. Chosen by leave-one-family-out AUC on the training families only
+# (0.674 against 0.646 with all ten): the two question-shape features fit families, not correctness.
+FEATURES = tuple(f for f in ALL_FEATURES if f not in ("question_numbers", "log_answer_magnitude"))
 
 
 def features(item: ScoredItem) -> list[float]:
+    """The model's input vector for one candidate."""
+    named = all_features(item)
+    return [named[f] for f in FEATURES]
+
+
+def all_features(item: ScoredItem) -> dict[str, float]:
     c = item.completion
     lps = c.logprobs or [0.0]
     q_numbers = _NUMBER.findall(item.question)
@@ -48,7 +57,7 @@ def features(item: ScoredItem) -> list[float]:
     except ValueError:
         magnitude = 0.0
     answered = bool(item.answer)
-    return [
+    values = (
         sum(lps) / len(lps),
         min(lps),
         math.log1p(c.completion_tokens),
@@ -59,7 +68,8 @@ def features(item: ScoredItem) -> list[float]:
         float(answered and item.answer in q_numbers),
         float(len(q_numbers)),
         magnitude,
-    ]
+    )
+    return dict(zip(ALL_FEATURES, values, strict=True))
 
 
 class RewardModel(Verifier):
