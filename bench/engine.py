@@ -34,7 +34,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import random
 import re
 import resource
@@ -51,6 +50,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench import machine  # noqa: E402
 from router.engine.manifest import read_manifest  # noqa: E402
 from router.engine.tokenizer import ChatTokenizer  # noqa: E402
 from router.modelbuild.catalog import SMOLLM2, SMOLLM2_INT8, spec  # noqa: E402
@@ -378,65 +378,8 @@ def spawn_section(name: str, config: Config) -> dict[str, Any]:
     return result
 
 
-# -- machine facts -----------------------------------------------------------------------------
-def _cpuinfo() -> tuple[str, int | None]:
-    """CPU model name and physical core count from /proc/cpuinfo."""
-    model, cores = platform.processor() or "unknown", set()
-    try:
-        blocks = Path("/proc/cpuinfo").read_text().split("\n\n")
-    except OSError:
-        return model, None
-    for block in blocks:
-        fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        model = fields.get("model name", model)
-        if "core id" in fields:
-            cores.add((fields.get("physical id"), fields["core id"]))
-    return model, len(cores) or None
-
-
-def _ram_gb() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _git_commit() -> str | None:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
-
-    try:
-        commit = git("rev-parse", "HEAD").strip()
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("-dirty" if dirty else "")
-
-
 def machine_info() -> dict[str, Any]:
-    model, physical = _cpuinfo()
-    return {
-        "cpu": model,
-        "logical_cores": os.cpu_count(),
-        "physical_cores": physical,
-        "ram_gb": _ram_gb(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "versions": {d: _version(d) for d in ("onnxruntime", "torch", "transformers", "numpy", "llama-cpp-python")},
-        "git_commit": _git_commit(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
+    return machine.machine_info(("onnxruntime", "torch", "transformers", "numpy", "llama-cpp-python"))
 
 
 # -- driver ------------------------------------------------------------------------------------

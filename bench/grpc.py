@@ -35,10 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import importlib.metadata  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
 import resource  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -52,6 +50,7 @@ import grpc  # noqa: E402
 import psutil  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
+from bench import machine  # noqa: E402
 from router.v1 import router_pb2 as pb  # noqa: E402
 from router.v1 import router_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -381,47 +380,8 @@ async def first_route(target: str) -> tuple[bytes, pb.RouteResponse]:
     return resp.SerializeToString(), resp
 
 
-# -- machine facts ------------------------------------------------------------------------------------
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _git_commit() -> str | None:
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
-
-    try:
-        commit = git("rev-parse", "HEAD").strip()
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("-dirty" if dirty else "")
-
-
 def machine_info() -> dict[str, Any]:
-    return {
-        "cpu": _cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "versions": {d: _version(d) for d in ("grpcio", "grpcio-health-checking", "protobuf", "onnxruntime")},
-        "git_commit": _git_commit(),
-    }
+    return machine.machine_info(("grpcio", "grpcio-health-checking", "protobuf", "onnxruntime"))
 
 
 # -- report -------------------------------------------------------------------------------------------

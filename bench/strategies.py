@@ -17,7 +17,6 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import machine_info  # noqa: E402
 from router.config import Settings  # noqa: E402
 from router.domain import Candidate, Plan, Query  # noqa: E402
 from router.engine import CancelToken, Engine, SamplingParams  # noqa: E402
@@ -143,10 +143,11 @@ def main() -> int:
     results = {}
     for t in (float(x) for x in args.temperatures.split(",")):
         results[str(t)] = run_temperature(engine, qs, t, args.max_new_tokens)
-    git = ["git", "rev-parse", "--short=12", "HEAD"]
-    commit = subprocess.run(git, capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    info = machine_info(("onnxruntime", "numpy", "scikit-learn", "reasoning-gym"))
+    commit = (info["git_commit"] or "unknown")[:12]
     report = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit, "model": engine.name,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit, "machine": info,
+        "model": engine.name,
         "questions": len(qs), "families": sorted({q.family for q in qs}), "max_new_tokens": args.max_new_tokens,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "results": results,
     }
@@ -155,7 +156,7 @@ def main() -> int:
     lines = [f"# Strategies benchmark — {report['date']} · commit {commit} · {engine.name} on {engine.providers[0]}",
              "", f"{len(qs)} questions ({', '.join(report['families'])}), {args.max_new_tokens} new tokens at most, "
              f"pools of {POOL} samples per question and temperature; peak RSS {report['peak_rss_mb']} MB. "
-             "Machine: 2-core AMD EPYC, 24 GB.", ""]
+             f"Machine: {info['cpu']}, {info['logical_cores']} cores, {info['ram_gb']} GB.", ""]
     for t, res in results.items():
         lines += [f"## T = {t}", "", "| strategy | accuracy | mean tokens | mean samples | p50 latency s |",
                   "|---|---|---|---|---|"]
