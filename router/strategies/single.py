@@ -9,6 +9,7 @@ from router.domain import Candidate, Flags, Outcome, Plan, Query, Usage
 from router.engine import FinishReason
 from router.engine.types import Prompt
 from router.strategies.base import Strategy, StrategyContext
+from router.verifiers.answers import extract_answer
 
 COT = "\n\nThink step by step, then give the final answer on the last line."
 
@@ -46,7 +47,7 @@ class SinglePass(Strategy):
             ctx.on_text(completion.text[len(sent[0]):], completion.completion_tokens)
         return Outcome(
             text=completion.text,
-            answer="",
+            answer=extract_answer(completion.text, str(plan.options.get("answer_kind", "auto"))) or "",
             candidates=[Candidate(completion=completion, chosen=True)],
             votes={},
             usage=Usage(

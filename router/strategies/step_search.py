@@ -47,7 +47,8 @@ Options (``plan.options``): ``mode`` (``beam``), ``beam_width`` (2), ``branching
 decode call ``i`` samples with a seed derived from ``(seed, i)`` and its rows with the engine's
 per-row generators, so a run is reproducible and children differ from each other.
 
-Outcome: ``text`` is the chosen path's text (``"".join`` of its steps), ``answer`` is ``""``.
+Outcome: ``text`` is the chosen path's text (``"".join`` of its steps), ``answer`` its extracted
+final answer (``options["answer_kind"]``, default ``auto``).
 ``candidates`` holds every complete path found plus the final beams (beam) or the chosen path
 (MCTS), each with ``scores["path"]`` and ``scores["steps"]`` (MCTS adds ``visits`` and ``value``);
 the chosen one has ``chosen=True``. ``usage``: the prompt's tokens, the tokens generated over all
@@ -70,6 +71,7 @@ from router.engine import Completion, FinishReason, SequenceState
 from router.errors import InvalidArgumentError
 from router.strategies.base import Strategy, StrategyContext
 from router.verifiers import ScoredItem, Verifier, get_verifier
+from router.verifiers.answers import extract_answer
 
 _INTERRUPTED = (FinishReason.CANCELLED, FinishReason.DEADLINE)
 
@@ -213,6 +215,7 @@ class _Search:
         self.engine = ctx.engine
         self.params = replace(plan.sampling, stop=(opts.delimiter,))
         self.verifier: Verifier | None = get_verifier(opts.verifier) if opts.verifier else None
+        self.answer_kind = str(plan.options.get("answer_kind", "auto"))
         self.usage = Usage()
         self.flags = Flags()
         self.report = SearchReport(mode=opts.mode)
@@ -516,8 +519,11 @@ class _Search:
             scores = {"path": node.score, "steps": float(node.depth)}
             if self.opts.mode == "mcts":
                 scores.update(visits=float(node.visits), value=node.value)
-            cands.append(Candidate(completion=self.completion(node, i), scores=scores, chosen=node is chosen))
-        return Outcome(text=text, answer="", candidates=cands, votes={}, usage=self.usage, flags=self.flags)
+            completion = self.completion(node, i)
+            answer = extract_answer(completion.text, self.answer_kind) or ""
+            cands.append(Candidate(completion=completion, answer=answer, scores=scores, chosen=node is chosen))
+        answer = next((c.answer for c in cands if c.chosen), "") or extract_answer(text, self.answer_kind) or ""
+        return Outcome(text=text, answer=answer, candidates=cands, votes={}, usage=self.usage, flags=self.flags)
 
 
 def split_steps(

@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from router.client import RouterClient
 from router.strategies.sampling import beta_stop_probability
 from router.v1 import router_pb2 as pb
+from router.verifiers.answers import extract_answer
 
 from .conftest import ADMIN_TOKEN, ThreadedServer
 
@@ -30,6 +31,7 @@ def test_generate_returns_answer_decision_usage_and_timings(client: RouterClient
     expected = tiny_server.core.engine.generate("What is the capital of France?",
                                                  tiny_server.core.policies.get("").level("single").sampling)[0]
     assert r.text == expected.text
+    assert r.answer == (extract_answer(r.text) or "")
 
 
 def test_chat_messages_and_trace(client: RouterClient) -> None:

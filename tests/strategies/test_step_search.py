@@ -22,6 +22,7 @@ from router.strategies.base import StrategyContext
 from router.strategies.step_search import SearchReport, StepSearch, allocate, call_seed, split_steps, uct
 from router.verifiers import ScoredItem, Verifier
 from router.verifiers import base as verifier_base
+from router.verifiers.answers import extract_answer
 
 QUESTION = "Add 17 and 25. Think step by step, then answer."
 MODES = ["beam", "mcts"]
@@ -361,7 +362,7 @@ def test_usage_adds_up(rec: Recorder, mode: str) -> None:
     assert u.completion_tokens == sum(len(o.token_ids) for c in rec.calls for o in c.outputs) > 0
     assert u.samples == rec.rows == report.expansions == 8
     assert u.model_calls == len(rec.calls) == report.decode_calls
-    assert outcome.answer == ""
+    assert outcome.answer == (extract_answer(outcome.text) or "")
 
 
 @pytest.mark.parametrize("mode", MODES)
