@@ -37,9 +37,10 @@ install-gpu: install
 	$(BIN)/python -m pip uninstall -y onnxruntime
 	$(BIN)/python -m pip install -q 'onnxruntime-gpu>=1.20'
 
-bench: model model-int8 ## benchmarks -> bench/results/{engine,grpc}.{md,json}
+bench: model model-int8 ## benchmarks -> bench/results/{engine,grpc,strategies}.{md,json}
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/grpc.py
+	$(BIN)/python bench/strategies.py
 
 lint: install ## ruff, buf lint, buf breaking against the previous commit, generated stubs up to date
 	$(BIN)/ruff check router tests bench models scripts
