@@ -108,7 +108,7 @@ def run_temperature(engine: Engine, qs: list[Question], temperature: float, max_
             add(f"weighted@8 {name}", correct(top), tokens, BON_N, None)
 
         plan = Plan("adaptive", "self_consistency", POOL, params, "bench", "0", "bench",
-                    options={"wave": 2, "stop_rule": "beta", "confidence": 0.95})
+                    options={"wave": 4, "stop_rule": "beta", "confidence": 0.95})
         start = time.perf_counter()
         out = get_strategy("self_consistency").run(Query(text=q.text), plan,
                                                    StrategyContext(engine=engine, cancel=CancelToken()))
