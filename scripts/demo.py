@@ -18,10 +18,11 @@ sys.path.insert(0, str(ROOT))
 
 from router.client import RouterClient  # noqa: E402
 
-QUESTIONS = [
-    "What is the capital of France?",
-    "What is 17 + 25? Answer with the number.",
-    "Name three primary colours.",
+QUESTIONS = [  # (question, forced level; "" = the policy decides)
+    ("What is the capital of France?", ""),
+    ("What is 17 + 25? Answer with the number.", ""),
+    ("What is 17 + 25? Answer with the number.", "self_consistency"),
+    ("Name three primary colours.", ""),
 ]
 
 
@@ -35,12 +36,15 @@ def main() -> int:
     try:
         with RouterClient(target, timeout_s=60) as client:
             client.wait_until_serving(timeout_s=180)
-            for q in QUESTIONS:
-                r = client.generate(q)
+            for q, level in QUESTIONS:
+                r = client.generate(q, level=level, max_tokens=96, return_trace=bool(level))
                 d = r.decision
                 print(f"\nQ: {q}\nA: {r.text.strip()}")
+                print(f"   final answer: {r.answer or '(none parsed)'}")
                 print(f"   decision: level={d.level} samples={d.samples} "
                       f"policy={d.policy}@{d.policy_version} ({d.reason})")
+                if r.trace.votes:
+                    print(f"   votes: {dict(r.trace.votes)} over {r.usage.samples} samples")
                 print(f"   {r.usage.prompt_tokens}+{r.usage.completion_tokens} tokens in {r.timings.total_ms:.0f} ms "
                       f"({r.usage.completion_tokens / max(r.timings.generate_ms, 1e-9) * 1000:.1f} tokens/s); "
                       f"request {r.request_id}")
