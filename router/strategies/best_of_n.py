@@ -23,9 +23,7 @@ class BestOfN(Strategy):
         selection = str(opts.get("selection", "rank"))
         wave = max(1, int(opts.get("wave", plan.samples)))
         sampler = WaveSampler(ctx, query, plan.sampling, answer_kind=str(opts.get("answer_kind", "auto")))
-        while sampler.usage.samples < plan.samples and not sampler.stopped:
-            if not sampler.draw(min(wave, plan.samples - sampler.usage.samples)):
-                break
+        sampler.draw_waves(plan.samples, wave)
         votes = tally(sampler.candidates)
         cands = sampler.candidates
         if not cands:

@@ -12,8 +12,8 @@ from dataclasses import replace
 
 from router.domain import Outcome, Plan, Query
 from router.strategies.base import Strategy, StrategyContext
-from router.strategies.sampling import WaveSampler, beta_stop_probability, question_of, tally
-from router.strategies.self_consistency import majority
+from router.strategies.sampling import WaveSampler, question_of, tally
+from router.strategies.self_consistency import vote_in_waves
 from router.verifiers import ScoredItem, get_verifier
 
 
@@ -37,15 +37,5 @@ class Escalate(Strategy):
 
         sampler = first.continued(plan.sampling)  # same prefill; the greedy answer is the first vote
         wave = max(1, int(opts.get("wave", 4)))
-        confidence = float(opts.get("stop_confidence", 0.95))
-        votes = tally(sampler.candidates)
-        sure = False
-        while sampler.usage.samples < plan.samples and not sampler.stopped:
-            if not sampler.draw(min(wave, plan.samples - sampler.usage.samples)):
-                break
-            votes = tally(sampler.candidates)
-            counts = sorted(votes.values(), reverse=True) + [0, 0]
-            sure = opts.get("stop_rule", "beta") == "beta" and beta_stop_probability(counts[0], counts[1]) >= confidence
-            if sure:
-                break
-        return sampler.outcome(majority(sampler, votes), votes, hit_cap=not sure, capped=plan.capped_by_budget)
+        confidence = float(opts.get("stop_confidence", 0.95)) if opts.get("stop_rule", "beta") == "beta" else None
+        return vote_in_waves(sampler, plan, wave, confidence)

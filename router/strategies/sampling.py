@@ -8,7 +8,7 @@ other and a run is reproducible.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from router.domain import Candidate, Flags, Outcome, Query, Usage
@@ -80,6 +80,17 @@ class WaveSampler:
                 self.ctx.on_sample(cand)
         return new
 
+    def draw_waves(self, total: int, wave: int, enough: Callable[[], bool] = lambda: False) -> bool:
+        """Draw waves of ``wave`` samples until ``total`` are drawn, the run is stopped, or
+        ``enough()`` holds after a wave. Returns True only in the last case.
+        """
+        while self.usage.samples < total and not self.stopped:
+            if not self.draw(min(wave, total - self.usage.samples)):
+                return False
+            if enough():
+                return True
+        return False
+
     def continued(self, params: SamplingParams) -> WaveSampler:
         """A sampler with other parameters that shares this one's prefill, samples, usage and flags."""
         return replace(self, params=params, _waves=0)
@@ -117,6 +128,14 @@ def tally(candidates: Sequence[Candidate]) -> dict[str, int]:
         cand.answer = key
         votes[key] = votes.get(key, 0) + 1
     return votes
+
+
+def beta_sure(votes: dict[str, int], confidence: float) -> bool:
+    """The Beta stopping rule on a vote count: is the leading answer ahead with ``confidence``?"""
+    if not votes:
+        return False
+    counts = sorted(votes.values(), reverse=True) + [0]
+    return beta_stop_probability(counts[0], counts[1]) >= confidence
 
 
 def beta_stop_probability(top: int, second: int) -> float:

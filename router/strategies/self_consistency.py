@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from router.domain import Outcome, Plan, Query
 from router.strategies.base import Strategy, StrategyContext
-from router.strategies.sampling import WaveSampler, beta_stop_probability, tally
+from router.strategies.sampling import WaveSampler, beta_sure, tally
 
 
 class SelfConsistency(Strategy):
@@ -26,18 +26,18 @@ class SelfConsistency(Strategy):
         rule = str(opts.get("stop_rule", "beta"))
         confidence = float(opts.get("confidence", 0.95))
         sampler = WaveSampler(ctx, query, plan.sampling, answer_kind=str(opts.get("answer_kind", "auto")))
-        votes: dict[str, int] = {}
-        sure = False
-        while sampler.usage.samples < plan.samples and not sampler.stopped:
-            if not sampler.draw(min(wave, plan.samples - sampler.usage.samples)):
-                break
-            votes = tally(sampler.candidates)
-            if rule == "beta" and votes:
-                counts = sorted(votes.values(), reverse=True) + [0]
-                sure = beta_stop_probability(counts[0], counts[1]) >= confidence
-                if sure:
-                    break
-        return sampler.outcome(majority(sampler, votes), votes, hit_cap=not sure, capped=plan.capped_by_budget)
+        return vote_in_waves(sampler, plan, wave, confidence if rule == "beta" else None)
+
+
+def vote_in_waves(sampler: WaveSampler, plan: Plan, wave: int, confidence: float | None) -> Outcome:
+    """Draw up to ``plan.samples`` in waves, stopping early once the Beta rule is sure at
+    ``confidence`` (never, when it is None), and return the majority answer.
+    """
+    sure = sampler.draw_waves(
+        plan.samples, wave, lambda: confidence is not None and beta_sure(tally(sampler.candidates), confidence)
+    )
+    votes = tally(sampler.candidates)
+    return sampler.outcome(majority(sampler, votes), votes, hit_cap=not sure, capped=plan.capped_by_budget)
 
 
 def majority(sampler: WaveSampler, votes: dict[str, int]):  # noqa: ANN201
