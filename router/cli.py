@@ -1,6 +1,7 @@
 """`router` command line: serve, ask, build and inspect models, generate without the service.
 
-`eval`, `tune` and `ab` arrive with the policy and evaluation issues.
+`eval`, `tune`, `difficulty` (labels, train), `store` (export), `policy` (check, reload) and `ab` (report)
+hand their arguments to the module that owns them.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
     with RouterClient(target, timeout_s=args.timeout) as client:
         try:
             r = client.generate(args.question, level=args.level, policy=args.policy, return_trace=args.trace,
+                                unit_id=args.unit_id, deadline_ms=args.deadline_ms,
                                 max_tokens=args.max_tokens, seed=args.seed, temperature=args.temperature)
         except grpc.RpcError as exc:
             fields = "; ".join(f"{f}: {d}" for f, d in field_violations(exc))
@@ -113,6 +115,11 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
     print(f"A: {r.text.strip()}")
     print(f"   decision: level={d.level} strategy={d.strategy} samples={d.samples} policy={d.policy}@{d.policy_version}"
           f" ({d.reason})")
+    if d.predicted_success:
+        predicted = ", ".join(f"{k} {v:.2f}" for k, v in d.predicted_success.items())
+        print(f"   difficulty {d.difficulty:.2f}; predicted success: {predicted}")
+    if d.experiment:
+        print(f"   experiment {d.experiment}: arm {d.arm}")
     print(f"   usage: {r.usage.prompt_tokens} prompt + {r.usage.completion_tokens} completion tokens, "
           f"{r.usage.samples} sample(s); {r.timings.total_ms:.0f} ms total "
           f"({r.timings.queue_ms:.1f} queue, {r.timings.generate_ms:.0f} generate); request {r.request_id}")
@@ -120,6 +127,32 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
     if flags:
         print(f"   flags: {', '.join(flags)}")
     return 0
+
+
+# sub-command -> "module:function", or {action: "module:function"}; each takes the remaining argv
+DELEGATED: dict[str, str | dict[str, str]] = {
+    "eval": "router.evaluation.eval_cli:main",
+    "tune": "router.policy.tune_cli:main",
+    "difficulty": {"labels": "router.difficulty.labels:main", "train": "router.difficulty.train:main"},
+    "store": {"export": "router.store.export:main"},
+    "policy": {"check": "router.policy.admin:check_main", "reload": "router.policy.admin:reload_main"},
+    "ab": {"report": "router.evaluation.ab_cli:main"},
+}
+
+
+def _delegate(cmd: str, argv: list[str]) -> int:
+    import importlib
+
+    actions = DELEGATED[cmd]
+    if isinstance(actions, str):
+        target, rest = actions, argv
+    elif argv and argv[0] in actions:
+        target, rest = actions[argv[0]], argv[1:]
+    else:
+        print(f"usage: router {cmd} {{{','.join(actions)}}} [options]  (add --help after the action)", file=sys.stderr)
+        return 2
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)(rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,12 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--target", default=None, help="host:port (default: the configured server address)")
     ask.add_argument("--level", default="")
     ask.add_argument("--policy", default="")
+    ask.add_argument("--unit-id", default="", help="experiment unit (user or session id)")
+    ask.add_argument("--deadline-ms", type=int, default=0)
     ask.add_argument("--max-tokens", type=int, default=0)
     ask.add_argument("--temperature", type=float, default=None)
     ask.add_argument("--seed", type=int, default=None)
     ask.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
     ask.add_argument("--trace", action="store_true")
     ask.add_argument("--json", action="store_true")
+
+    for cmd, actions in DELEGATED.items():
+        what = {"eval": "run levels or a policy over a dataset", "tune": "tune a policy's threshold from eval results"
+                }.get(cmd, ", ".join(actions))
+        delegated = sub.add_parser(cmd, help=what, add_help=False)
+        delegated.add_argument("rest", nargs=argparse.REMAINDER)
 
     gen = sub.add_parser("generate", help="generate from the model directly (no service)")
     gen.add_argument("prompt")
@@ -163,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:  # before argparse, which would take the delegate's options
+        try:
+            return _delegate(argv[0], argv[1:])
+        except RouterError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     settings = Settings()
     try:

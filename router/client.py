@@ -44,6 +44,7 @@ class RouterClient:
         unit_id: str = "",
         max_tokens: int = 0,
         max_samples: int = 0,
+        deadline_ms: int = 0,
         return_trace: bool = False,
         request_id: str = "",
         **sampling: Any,
@@ -52,7 +53,7 @@ class RouterClient:
         return pb.GenerateRequest(
             query=pb.Query(text=text, messages=[pb.ChatMessage(**m) for m in messages]),
             hints=pb.RoutingHints(
-                unit_id=unit_id, policy=policy, level=level,
+                unit_id=unit_id, policy=policy, level=level, deadline_ms=deadline_ms,
                 budget=pb.Budget(max_tokens=max_tokens, max_samples=max_samples),
                 sampling=pb.SamplingOverrides(**{k: v for k, v in sampling.items() if v is not None}),
             ),

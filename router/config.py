@@ -19,9 +19,11 @@ from pydantic_settings import (
 from router.engine.session import CPU, CUDA, SessionSettings
 from router.modelbuild.catalog import DEFAULT_MODEL
 
+PACKAGE_DIR = Path(__file__).resolve().parent
+
 
 def _default_models_dir() -> Path:
-    return Path(__file__).resolve().parents[1] / "models"
+    return PACKAGE_DIR.parent / "models"
 
 
 class EngineSettings(BaseModel):
@@ -60,6 +62,7 @@ class ServerSettings(BaseModel):
     default_max_new_tokens: int = Field(default=256, ge=1)
     admin_token: str = ""  # ReloadPolicies is refused while this is empty
     store_path: Path = Path("var/router.sqlite3")
+    store_queue_size: int = Field(default=10_000, ge=1)  # rows waiting for disk; more are counted and dropped
 
 
 class Settings(BaseSettings):
@@ -69,6 +72,10 @@ class Settings(BaseSettings):
     model: str = DEFAULT_MODEL
     engine: EngineSettings = Field(default_factory=EngineSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    # Routing policies and experiments; re-read by the ReloadPolicies RPC.
+    policy_file: Path = PACKAGE_DIR / "policy" / "default.yaml"
+    # Difficulty classifier (ONNX + card); empty disables it, and then only fixed policies load.
+    difficulty_dir: Path | None = PACKAGE_DIR / "difficulty" / "artifacts"
 
     @classmethod
     def settings_customise_sources(

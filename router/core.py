@@ -17,10 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from router.admission import ComputeSlots
-from router.domain import Candidate, Hints, Outcome, Plan, Query, Timings
+from router.domain import Candidate, Hints, Outcome, Plan, Query, Routing, Timings
 from router.engine import CancelToken, Engine, SamplingParams
+from router.engine.session import CPU
 from router.errors import DeadlineTooShortError, InvalidArgumentError, NotReadyError
 from router.policy import PolicySet
+from router.policy.decider import Decider, DifficultyPredictor
 from router.store import SqliteStore
 from router.strategies import Strategy, StrategyContext, get_strategy
 
@@ -52,9 +54,12 @@ class Router:
         store: SqliteStore,
         executor: ThreadPoolExecutor,
         limits: CoreLimits = CoreLimits(),
+        scorer: DifficultyPredictor | None = None,
+        policy_loader: Callable[[], PolicySet] | None = None,
     ) -> None:
         self.engine = engine
-        self.policies = policies
+        self.policy_loader = policy_loader
+        self.decider = Decider(policies, scorer, limits.max_samples, accelerated=engine.providers[0] != CPU)
         self.slots = slots
         self.store = store
         self.executor = executor
@@ -96,16 +101,51 @@ class Router:
                 f"{self.engine.context_length}",
             )
 
-    def route(self, query: Query, hints: Hints) -> Plan:
-        """The decision :meth:`generate` would make, without running it."""
+    def route(self, query: Query, hints: Hints, *, request_id: str = "", deadline: float | None = None) -> Routing:
+        """The decision :meth:`generate` would make, without running it.
+
+        ``deadline`` is absolute ``time.monotonic()``; ``hints.deadline_ms`` counts from now and the
+        tighter of the two applies. The experiment unit is ``hints.unit_id``, else ``request_id``.
+        """
         self.validate(query)
-        plan = self.policies.get(hints.policy).plan(hints, self.limits.max_samples)
+        routing = self.decider.decide(query.question, hints, request_id, self._remaining_ms(hints, deadline))
+        self._bounded(routing.plan)
+        return routing
+
+    def _remaining_ms(self, hints: Hints, deadline: float | None) -> float | None:
+        left = [] if deadline is None else [(deadline - time.monotonic()) * 1000]
+        if hints.deadline_ms:
+            left.append(float(hints.deadline_ms))
+        return min(left) - self.limits.response_margin_s * 1000 if left else None
+
+    def _bounded(self, plan: Plan) -> Plan:
         if plan.sampling.max_new_tokens > self.engine.context_length:
             raise InvalidArgumentError(
                 "hints.sampling.max_new_tokens",
                 f"must be <= the model's context ({self.engine.context_length}), got {plan.sampling.max_new_tokens}",
             )
         return plan
+
+    @property
+    def policies(self) -> PolicySet:
+        return self.decider.policies
+
+    @property
+    def scorer(self) -> DifficultyPredictor | None:
+        return self.decider.scorer
+
+    def set_policies(self, policies: PolicySet) -> None:
+        """Serve ``policies`` from now on (refused if a routed policy cannot be served)."""
+        self.decider.set_policies(policies)
+
+    def reload_policies(self) -> PolicySet:
+        """Re-read the policy source; on any error the policies in force stay and the error is raised."""
+        if self.policy_loader is None:
+            return self.policies
+        self.set_policies(self.policy_loader())
+        log.info("policies reloaded from %s: %s", self.policies.source,
+                 ", ".join(f"{p.name}@{p.version}" for p in self.policies))
+        return self.policies
 
     # -- generation -----------------------------------------------------------------------------
     async def generate(
@@ -123,7 +163,13 @@ class Router:
         if not self.accepting:
             raise NotReadyError("server is shutting down; retry on another replica")
         request_id = request_id or uuid.uuid4().hex
-        plan = self.route(query, hints)
+        if hints.deadline_ms:
+            own = arrived + hints.deadline_ms / 1000
+            deadline = own if deadline is None else min(deadline, own)
+        routing = self.route(query, hints, request_id=request_id, deadline=deadline)
+        plan = routing.plan
+        for shadow in routing.shadows:
+            self.store.record_shadow(request_id, shadow)
         decided = time.monotonic()
         needed = self.min_pass_s + self.limits.response_margin_s
         if deadline is not None and deadline - decided < needed:
@@ -154,6 +200,11 @@ class Router:
             generate_ms=(done - begun) * 1000,
             total_ms=(done - arrived) * 1000,
         )
+        if plan.degraded:
+            outcome.flags.degraded = True
+        if not outcome.flags.truncated_by_deadline:
+            self.decider.latency.observe(plan.policy, plan.level, outcome.timings.generate_ms,
+                                         prior=plan.estimated_latency_ms)
         self.store.record_decision(request_id, plan, outcome)
         return plan, outcome
 

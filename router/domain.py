@@ -24,6 +24,14 @@ class Query:
     def prompt(self) -> Prompt:
         return self.text if self.text else list(self.messages)
 
+    @property
+    def question(self) -> str:
+        """The last user turn: what classifiers, verifiers and judges are shown as the question."""
+        if self.text:
+            return self.text
+        users = [m["content"] for m in self.messages if m.get("role") == "user"]
+        return users[-1] if users else ""
+
 
 @dataclass(frozen=True)
 class SamplingOverrides:
@@ -43,6 +51,7 @@ class Hints:
     level: str = ""
     max_tokens: int = 0
     max_samples: int = 0
+    deadline_ms: int = 0  # time budget for the answer; the transport's deadline applies too
     sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
 
 
@@ -62,6 +71,10 @@ class Plan:
     arm: str = ""
     capped_by_budget: bool = False  # the caller's budget lowered max_new_tokens or samples
     options: Mapping[str, Any] = field(default_factory=dict)  # strategy knobs, e.g. {"verifier": "..."}
+    predicted: Mapping[str, float] = field(default_factory=dict)  # level -> predicted P(correct)
+    estimated_tokens: float = 0.0
+    estimated_latency_ms: float = 0.0
+    degraded: bool = False  # a cap for running without an accelerator changed the choice
 
     def parameters(self) -> dict[str, str]:
         s = self.sampling
@@ -71,6 +84,14 @@ class Plan:
             out["seed"] = str(s.seed)
         out.update({k: str(v) for k, v in self.options.items()})
         return out
+
+
+@dataclass(frozen=True)
+class Routing:
+    """A request's decision: the plan that runs, and the shadow arms' plans that are only logged."""
+
+    plan: Plan
+    shadows: tuple[Plan, ...] = ()
 
 
 @dataclass

@@ -58,3 +58,7 @@ class NotReadyError(RouterError):
 
 class PermissionDeniedError(RouterError):
     """An admin-only call without the admin token."""
+
+
+class PolicyFileError(RouterError):
+    """A policy file cannot be read or is invalid; whatever was loaded before keeps serving."""

@@ -26,6 +26,7 @@ from router.errors import (
     NotReadyError,
     OverloadedError,
     PermissionDeniedError,
+    PolicyFileError,
     RouterError,
     UnknownRequestError,
 )
@@ -41,6 +42,7 @@ _CODES: list[tuple[type[RouterError], grpc.StatusCode]] = [
     (NotReadyError, grpc.StatusCode.UNAVAILABLE),
     (ModelUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (PolicyFileError, grpc.StatusCode.FAILED_PRECONDITION),
 ]
 
 

@@ -16,12 +16,23 @@ class Metrics:
             "router_rpc_latency_seconds", "RPC latency", ["rpc"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.decisions = Counter(
-            "router_decisions", "Answered requests by level, policy and arm", ["level", "policy", "arm"], registry=r
+            "router_decisions", "Answered requests by level, policy (and version), experiment and arm",
+            ["level", "policy", "version", "experiment", "arm"], registry=r,
         )
+        self.degraded = Counter("router_degraded", "Answers marked degraded", registry=r)
         self.tokens = Counter("router_tokens", "Tokens by kind (prompt, completion)", ["kind"], registry=r)
         self.samples = Counter("router_samples", "Samples generated", registry=r)
         self.slots_in_use = Gauge("router_compute_slots_in_use", "Compute slots taken", registry=r)
         self.slots_capacity = Gauge("router_compute_slots_capacity", "Compute slots in all", registry=r)
+
+    def watch_store(self, stats) -> None:  # noqa: ANN001 (a () -> dict[str, int] callable)
+        """Report the decision store's queue: rows waiting, dropped on overflow, lost at the last crash."""
+        for key, help_text in (("queued", "Store rows waiting to be written"),
+                               ("dropped", "Store rows refused because the write queue was full"),
+                               ("failed", "Store rows that could not be written"),
+                               ("lost_at_last_start", "Store rows lost by the previous run (found at start)")):
+            gauge = Gauge(f"router_store_{key}", help_text, registry=self.registry)
+            gauge.set_function(lambda key=key: stats()[key])
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         """Start the /metrics HTTP endpoint; returns the bound port (useful with port 0)."""

@@ -19,10 +19,11 @@ from grpc_reflection.v1alpha import reflection
 from router.admission import ComputeSlots
 from router.config import Settings
 from router.core import CoreLimits, Router
+from router.difficulty.scorer import DifficultyScorer
 from router.engine import Engine
 from router.interceptors import ErrorsAndMetrics
 from router.metrics import Metrics
-from router.policy import default_policies
+from router.policy import PolicySet, load_policies
 from router.service import RouterServicer
 from router.store import SqliteStore
 from router.v1 import router_pb2, router_pb2_grpc
@@ -92,10 +93,20 @@ class RouterServer:
         slots = ComputeSlots(s.compute_slots, s.retry_after_s)
         self.metrics.slots_capacity.set(s.compute_slots)
         self.metrics.slots_in_use.set_function(lambda: slots.in_use)
-        self.store = SqliteStore(s.store_path)
+        scorer = None
+        if self.settings.difficulty_dir:
+            scorer = await asyncio.to_thread(DifficultyScorer, self.settings.difficulty_dir)
+
+        def read_policies() -> PolicySet:
+            return load_policies(self.settings.policy_file, s.default_max_new_tokens)
+
+        policies = read_policies()
+        self.store = SqliteStore(s.store_path, queue_size=s.store_queue_size)
+        self.metrics.watch_store(self.store.stats)
         core = Router(
-            engine, default_policies(s.default_max_new_tokens), slots, self.store, self.executor,
+            engine, policies, slots, self.store, self.executor,
             CoreLimits(max_query_chars=s.max_query_chars, max_samples=e.max_samples),
+            scorer=scorer, policy_loader=read_policies,
         )
         await asyncio.get_running_loop().run_in_executor(self.executor, core.warm_up)
         self.core = self.servicer.core = core

@@ -15,6 +15,7 @@ from router.core import Progress, Router
 from router.domain import Candidate, Hints, Outcome, Plan, Query, SamplingOverrides
 from router.errors import NotReadyError, PermissionDeniedError
 from router.metrics import Metrics
+from router.policy import Arm, PolicySet
 from router.v1 import router_pb2 as pb
 from router.v1 import router_pb2_grpc as pb_grpc
 
@@ -37,6 +38,7 @@ def hints_from_proto(h: pb.RoutingHints) -> Hints:
         level=h.level,
         max_tokens=h.budget.max_tokens,
         max_samples=h.budget.max_samples,
+        deadline_ms=h.deadline_ms,
         sampling=SamplingOverrides(
             temperature=opt("temperature"), top_p=opt("top_p"), top_k=opt("top_k"), seed=opt("seed"),
             max_new_tokens=opt("max_new_tokens"),
@@ -48,7 +50,8 @@ def decision_to_proto(plan: Plan) -> pb.Decision:
     d = pb.Decision(
         level=plan.level, strategy=plan.strategy, samples=plan.samples, parameters=plan.parameters(),
         policy=plan.policy, policy_version=plan.policy_version, experiment=plan.experiment, arm=plan.arm,
-        reason=plan.reason,
+        reason=plan.reason, predicted_success=dict(plan.predicted), estimated_tokens=plan.estimated_tokens,
+        estimated_latency_ms=plan.estimated_latency_ms, degraded=plan.degraded,
     )
     if plan.difficulty is not None:
         d.difficulty = plan.difficulty
@@ -99,7 +102,10 @@ class RouterServicer(pb_grpc.RouterServiceServicer):
 
     def _account(self, plan: Plan, outcome: Outcome) -> None:
         m = self.metrics
-        m.decisions.labels(level=plan.level, policy=plan.policy, arm=plan.arm).inc()
+        m.decisions.labels(level=plan.level, policy=plan.policy, version=plan.policy_version,
+                           experiment=plan.experiment, arm=plan.arm).inc()
+        if outcome.flags.degraded:
+            m.degraded.inc()
         m.tokens.labels(kind="prompt").inc(outcome.usage.prompt_tokens)
         m.tokens.labels(kind="completion").inc(outcome.usage.completion_tokens)
         m.samples.inc(outcome.usage.samples)
@@ -148,7 +154,9 @@ class RouterServicer(pb_grpc.RouterServiceServicer):
     async def Route(self, request: pb.RouteRequest, context: grpc.aio.ServicerContext) -> pb.RouteResponse:
         core = self._ready()
         start = time.perf_counter()
-        plan = core.route(query_from_proto(request.query), hints_from_proto(request.hints))
+        routing = core.route(query_from_proto(request.query), hints_from_proto(request.hints),
+                             request_id=request.request_id)
+        plan = routing.plan
         return pb.RouteResponse(request_id=request.request_id, decision=decision_to_proto(plan),
                                 decide_ms=(time.perf_counter() - start) * 1000)
 
@@ -163,7 +171,7 @@ class RouterServicer(pb_grpc.RouterServiceServicer):
         return pb.SubmitFeedbackResponse(created=created)
 
     async def ListPolicies(self, request: pb.ListPoliciesRequest, context: grpc.aio.ServicerContext):
-        return pb.ListPoliciesResponse(policies=self._policies())
+        return pb.ListPoliciesResponse(**self._policies(self._ready().policies))
 
     async def ReloadPolicies(self, request: pb.ReloadPoliciesRequest, context: grpc.aio.ServicerContext):
         token = dict(context.invocation_metadata() or ()).get(ADMIN_TOKEN_KEY, "")
@@ -172,13 +180,23 @@ class RouterServicer(pb_grpc.RouterServiceServicer):
                 f"ReloadPolicies needs the admin token in the '{ADMIN_TOKEN_KEY}' metadata "
                 "(set server.admin_token / ROUTER_SERVER__ADMIN_TOKEN to enable it)"
             )
-        # Policies are built in until the routing issue adds policy files; reloading re-reads them.
-        return pb.ReloadPoliciesResponse(policies=self._policies())
+        policies = await asyncio.to_thread(self._ready().reload_policies)
+        return pb.ReloadPoliciesResponse(**self._policies(policies))
 
-    def _policies(self) -> list[pb.Policy]:
-        core = self._ready()
-        return [
-            pb.Policy(name=p.name, version=p.version, description=p.description,
-                      levels=[lv.name for lv in p.levels], is_default=p.name == core.policies.default)
-            for p in core.policies
-        ]
+    @staticmethod
+    def _policies(policies: PolicySet) -> dict:
+        def arms(items: tuple[Arm, ...]) -> list[pb.Arm]:
+            return [pb.Arm(name=a.name, policy=a.policy, weight=a.weight) for a in items]
+
+        return {
+            "policies": [
+                pb.Policy(name=p.name, version=p.version, description=p.description, rule=p.rule.describe(),
+                          levels=[lv.name for lv in p.levels], is_default=p.name == policies.default)
+                for p in policies
+            ],
+            "experiments": [
+                pb.Experiment(name=e.name, enabled=e.enabled, arms=arms(e.arms), shadow_arms=arms(e.shadow))
+                for e in policies.experiments
+            ],
+            "source": policies.source,
+        }

@@ -20,9 +20,9 @@ from router.client import RouterClient  # noqa: E402
 
 QUESTIONS = [  # (question, forced level; "" = the policy decides)
     ("What is the capital of France?", ""),
-    ("What is 17 + 25? Answer with the number.", ""),
-    ("What is 17 + 25? Answer with the number.", "self_consistency"),
-    ("Name three primary colours.", ""),
+    ("What is 17 + 25?", ""),
+    ("Which is larger, 57 or 50?", ""),
+    ("What is 17 + 25?", "self_consistency"),
 ]
 
 
@@ -37,12 +37,15 @@ def main() -> int:
         with RouterClient(target, timeout_s=60) as client:
             client.wait_until_serving(timeout_s=180)
             for q, level in QUESTIONS:
-                r = client.generate(q, level=level, max_tokens=96, return_trace=bool(level))
+                r = client.generate(q, level=level, return_trace=True)
                 d = r.decision
                 print(f"\nQ: {q}\nA: {r.text.strip()}")
                 print(f"   final answer: {r.answer or '(none parsed)'}")
                 print(f"   decision: level={d.level} samples={d.samples} "
                       f"policy={d.policy}@{d.policy_version} ({d.reason})")
+                if d.predicted_success:
+                    predicted = ", ".join(f"{k} {v:.2f}" for k, v in d.predicted_success.items())
+                    print(f"   difficulty {d.difficulty:.2f}; predicted success {predicted}")
                 if r.trace.votes:
                     print(f"   votes: {dict(r.trace.votes)} over {r.usage.samples} samples")
                 print(f"   {r.usage.prompt_tokens}+{r.usage.completion_tokens} tokens in {r.timings.total_ms:.0f} ms "

@@ -1,1 +1,1 @@
-"""Evaluation: question sets with verifiable answers, and grading."""
+"""Evaluation: question sets with verifiable answers, grading, and `router eval` (eval_cli)."""

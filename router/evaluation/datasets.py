@@ -8,6 +8,7 @@ come from the installed package (no network), at their easiest settings.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ class Question:
     kind: str = "number"
     choices: tuple[str, ...] = ()
     source: str = "generated"
+    seed: int = 0
 
     def grade(self, response: str) -> tuple[str, bool]:
         """(extracted answer or "", correct?) — an abstention is never correct."""
@@ -81,7 +83,8 @@ def generated(family: str, n: int, seed: int = 0) -> list[Question]:
     out = []
     for i in range(n):
         text, answer, choices = make(rng)
-        out.append(Question(id=f"{family}-{seed}-{i}", family=family, text=text, answer=answer, choices=choices))
+        out.append(Question(id=f"{family}-{seed}-{i}", family=family, text=text, answer=answer, choices=choices,
+                            seed=seed))
     return out
 
 
@@ -98,6 +101,27 @@ def reasoning_gym(name: str, n: int, seed: int = 0) -> list[Question]:
     ds = rg.create_dataset(name, size=n, seed=seed, **REASONING_GYM.get(name, {}))
     return [
         Question(id=f"rg-{name}-{seed}-{i}", family=f"rg:{name}", text=item["question"], answer=str(item["answer"]),
-                 source=f"reasoning-gym:{name}")
+                 source=f"reasoning-gym:{name}", seed=seed)
         for i, item in enumerate(ds)
     ]
+
+
+# Families kept out of classifier training entirely, so that its quality on task families it has
+# never seen is measured, not assumed (one generated family and one reasoning-gym task).
+UNSEEN_FAMILIES = ("successor", "rg:gcd")
+TEST_SHARE = 0.3
+
+
+def split_of(question: Question) -> str:
+    """``unseen`` for held-out families; otherwise ``train`` or ``test`` by a stable hash of the id."""
+    if question.family in UNSEEN_FAMILIES:
+        return "unseen"
+    digest = hashlib.sha256(question.id.encode()).digest()
+    return "test" if int.from_bytes(digest[:8], "big") / 2**64 < TEST_SHARE else "train"
+
+
+def label_set(per_family: int, per_task: int, seed: int = 0) -> list[tuple[Question, str]]:
+    """The difficulty-label question set: every generated family and reasoning-gym task, with splits."""
+    qs = [q for f in FAMILIES for q in generated(f, per_family, seed=seed)]
+    qs += [q for name in REASONING_GYM for q in reasoning_gym(name, per_task, seed=seed)]
+    return [(q, split_of(q)) for q in qs]

@@ -19,10 +19,7 @@ from router.verifiers.answers import answers_equal, extract_answer
 
 def question_of(query: Query) -> str:
     """The last user turn: what verifiers and judges are shown as the question."""
-    if query.text:
-        return query.text
-    users = [m["content"] for m in query.messages if m.get("role") == "user"]
-    return users[-1] if users else ""
+    return query.question
 
 
 def wave_params(params: SamplingParams, wave: int) -> SamplingParams:

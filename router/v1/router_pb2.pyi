@@ -45,21 +45,23 @@ class SamplingOverrides(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., seed: _Optional[int] = ..., max_new_tokens: _Optional[int] = ...) -> None: ...
 
 class RoutingHints(_message.Message):
-    __slots__ = ("unit_id", "policy", "level", "budget", "sampling")
+    __slots__ = ("unit_id", "policy", "level", "budget", "sampling", "deadline_ms")
     UNIT_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     unit_id: str
     policy: str
     level: str
     budget: Budget
     sampling: SamplingOverrides
-    def __init__(self, unit_id: _Optional[str] = ..., policy: _Optional[str] = ..., level: _Optional[str] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., sampling: _Optional[_Union[SamplingOverrides, _Mapping]] = ...) -> None: ...
+    deadline_ms: int
+    def __init__(self, unit_id: _Optional[str] = ..., policy: _Optional[str] = ..., level: _Optional[str] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., sampling: _Optional[_Union[SamplingOverrides, _Mapping]] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("difficulty", "level", "strategy", "samples", "parameters", "policy", "policy_version", "experiment", "arm", "reason")
+    __slots__ = ("difficulty", "level", "strategy", "samples", "parameters", "policy", "policy_version", "experiment", "arm", "reason", "predicted_success", "estimated_tokens", "estimated_latency_ms", "degraded")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +69,13 @@ class Decision(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class PredictedSuccessEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     DIFFICULTY_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +86,10 @@ class Decision(_message.Message):
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
     difficulty: float
     level: str
     strategy: str
@@ -87,7 +100,11 @@ class Decision(_message.Message):
     experiment: str
     arm: str
     reason: str
-    def __init__(self, difficulty: _Optional[float] = ..., level: _Optional[str] = ..., strategy: _Optional[str] = ..., samples: _Optional[int] = ..., parameters: _Optional[_Mapping[str, str]] = ..., policy: _Optional[str] = ..., policy_version: _Optional[str] = ..., experiment: _Optional[str] = ..., arm: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    predicted_success: _containers.ScalarMap[str, float]
+    estimated_tokens: float
+    estimated_latency_ms: float
+    degraded: bool
+    def __init__(self, difficulty: _Optional[float] = ..., level: _Optional[str] = ..., strategy: _Optional[str] = ..., samples: _Optional[int] = ..., parameters: _Optional[_Mapping[str, str]] = ..., policy: _Optional[str] = ..., policy_version: _Optional[str] = ..., experiment: _Optional[str] = ..., arm: _Optional[str] = ..., reason: _Optional[str] = ..., predicted_success: _Optional[_Mapping[str, float]] = ..., estimated_tokens: _Optional[float] = ..., estimated_latency_ms: _Optional[float] = ..., degraded: _Optional[bool] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "samples", "model_calls")
@@ -276,31 +293,63 @@ class ListPoliciesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("name", "version", "description", "levels", "is_default")
+    __slots__ = ("name", "version", "description", "levels", "is_default", "rule")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     LEVELS_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     description: str
     levels: _containers.RepeatedScalarFieldContainer[str]
     is_default: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., levels: _Optional[_Iterable[str]] = ..., is_default: _Optional[bool] = ...) -> None: ...
+    rule: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., levels: _Optional[_Iterable[str]] = ..., is_default: _Optional[bool] = ..., rule: _Optional[str] = ...) -> None: ...
+
+class Arm(_message.Message):
+    __slots__ = ("name", "policy", "weight")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    policy: str
+    weight: float
+    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class Experiment(_message.Message):
+    __slots__ = ("name", "enabled", "arms", "shadow_arms")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_ARMS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    enabled: bool
+    arms: _containers.RepeatedCompositeFieldContainer[Arm]
+    shadow_arms: _containers.RepeatedCompositeFieldContainer[Arm]
+    def __init__(self, name: _Optional[str] = ..., enabled: _Optional[bool] = ..., arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ..., shadow_arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ...) -> None: ...
 
 class ListPoliciesResponse(_message.Message):
-    __slots__ = ("policies",)
+    __slots__ = ("policies", "experiments", "source")
     POLICIES_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     policies: _containers.RepeatedCompositeFieldContainer[Policy]
-    def __init__(self, policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ...) -> None: ...
+    experiments: _containers.RepeatedCompositeFieldContainer[Experiment]
+    source: str
+    def __init__(self, policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., experiments: _Optional[_Iterable[_Union[Experiment, _Mapping]]] = ..., source: _Optional[str] = ...) -> None: ...
 
 class ReloadPoliciesRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ReloadPoliciesResponse(_message.Message):
-    __slots__ = ("policies",)
+    __slots__ = ("policies", "experiments", "source")
     POLICIES_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     policies: _containers.RepeatedCompositeFieldContainer[Policy]
-    def __init__(self, policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ...) -> None: ...
+    experiments: _containers.RepeatedCompositeFieldContainer[Experiment]
+    source: str
+    def __init__(self, policies: _Optional[_Iterable[_Union[Policy, _Mapping]]] = ..., experiments: _Optional[_Iterable[_Union[Experiment, _Mapping]]] = ..., source: _Optional[str] = ...) -> None: ...

@@ -15,6 +15,7 @@ from router.config import Settings
 from router.server import RouterServer
 
 ADMIN_TOKEN = "test-admin-token"
+TEST_POLICIES = Path(__file__).resolve().parent / "policies.yaml"
 
 
 class ThreadedServer:
@@ -48,10 +49,13 @@ class ThreadedServer:
             self.thread.join(10)
 
 
-def make_settings(models_dir: Path, model: str, tmp: Path, **server: Any) -> Settings:
+def make_settings(
+    models_dir: Path, model: str, tmp: Path, policy_file: Path = TEST_POLICIES, **server: Any
+) -> Settings:
     return Settings(
         models_dir=models_dir,
         model=model,
+        policy_file=policy_file,
         engine={"providers": ["CPUExecutionProvider"], "max_samples": 16},
         server={"port": 0, "metrics_port": 0, "store_path": tmp / "router.sqlite3", "admin_token": ADMIN_TOKEN,
                 "max_query_chars": 2000, "grace_period_s": 5, **server},

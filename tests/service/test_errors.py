@@ -68,12 +68,12 @@ def test_internal_error_has_an_id_and_no_traceback(client: RouterClient, tiny_se
     fixed = core.policies.get("")
     broken_level = LevelSpec("broken", "broken-for-test", 1, fixed.level("single").sampling)
     original = core.policies
-    core.policies = PolicySet([Policy("fixed", fixed.levels + (broken_level,), "single")], default="fixed")
+    core.set_policies(PolicySet([Policy("fixed", fixed.levels + (broken_level,), "single")], default="fixed"))
     try:
         with pytest.raises(grpc.RpcError) as err:
             client.generate("hi", level="broken")
     finally:
-        core.policies = original
+        core.set_policies(original)
     assert err.value.code() is grpc.StatusCode.INTERNAL
     assert "error id" in err.value.details()
     assert "secret" not in err.value.details() and "Traceback" not in err.value.details()

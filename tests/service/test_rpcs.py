@@ -71,8 +71,11 @@ def test_feedback_for_unknown_request_is_not_found(client: RouterClient) -> None
 
 
 def test_list_policies(client: RouterClient) -> None:
-    [policy] = client.list_policies()
-    assert policy.name == "fixed" and policy.is_default
+    policies = {p.name: p for p in client.list_policies()}
+    assert sorted(policies) == ["adaptive", "always_sc", "fixed"]
+    policy = policies["fixed"]
+    assert policy.is_default and policy.rule == "fixed" and len(policy.version) == 12
+    assert policies["adaptive"].rule == "threshold(target=0.5)"
     assert list(policy.levels) == ["single", "escalate", "self_consistency", "best_of_n", "best_of_n_rm",
                                    "self_refine", "step_search"]
 
@@ -86,7 +89,8 @@ def test_reload_policies_is_guarded(client: RouterClient) -> None:
     assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
     ok = client.stub.ReloadPolicies(pb.ReloadPoliciesRequest(), timeout=5,
                                     metadata=[("x-router-admin-token", ADMIN_TOKEN)])
-    assert [p.name for p in ok.policies] == ["fixed"]
+    assert [p.name for p in ok.policies] == ["fixed", "adaptive", "always_sc"]
+    assert ok.source.endswith("policies.yaml")
 
 
 def test_stream_sends_decision_then_tokens_then_final(client: RouterClient) -> None:
@@ -126,7 +130,8 @@ def test_metrics_count_rpcs_decisions_and_tokens(client: RouterClient, tiny_serv
     text = body.decode()
     assert 'router_rpcs_total{code="OK",rpc="Generate"}' in text
     assert 'router_rpcs_total{code="INVALID_ARGUMENT",rpc="Generate"}' in text
-    assert 'router_decisions_total{arm="",level="single",policy="fixed"}' in text
+    version = client.route("x").decision.policy_version
+    assert f'router_decisions_total{{arm="",experiment="",level="single",policy="fixed",version="{version}"}}' in text
     assert 'router_tokens_total{kind="completion"}' in text
     assert "router_compute_slots_in_use 0.0" in text
     assert "router_rpc_latency_seconds_bucket" in text

@@ -1,0 +1,1 @@
+"""Difficulty: per-level success predictions for a query (labels, training, ONNX scorer)."""

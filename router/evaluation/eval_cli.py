@@ -1,0 +1,349 @@
+"""`router eval`: run compute levels, or a policy's own choice, over datasets; one JSONL row per (question, level).
+
+    router eval --dataset gen:addition --dataset rg:gcd --levels single,self_consistency --out var/eval/a.jsonl
+    router eval --dataset 'rg:basic_arithmetic?min_digits=2&max_digits=3' --n 100 --seed 7 \\
+        --policy adaptive --route --out var/eval/adaptive.jsonl
+    router eval --dataset jsonl:questions.jsonl --levels single --target 127.0.0.1:50051 --out var/eval/s.jsonl
+
+Datasets (repeatable ``--dataset``; :mod:`router.evaluation.sources` documents them): ``gen:FAMILY``,
+``rg:NAME[?key=value&...]`` (a reasoning-gym task with config overrides, graded by the task's own
+scorer) and ``jsonl:PATH`` (``question``, ``answer``, optional ``id``, ``family``, ``kind``,
+``choices``, ``checker``). ``--levels`` forces levels of the policy's ladder (row level = the
+level); ``--route`` lets the policy decide (row level ``policy:NAME``, with the level it chose, the
+difficulty and the predicted success it chose on). Both may be given together.
+
+In process (default) the configured model runs here with the policy file's plans (``--policy-file``,
+default the configured one); with ``--target host:port`` a running server answers through the
+client and its own policies apply.
+
+Resumable: rows already in ``--out`` for a (question id, level) are skipped, a torn last line
+from a killed run is cut, and a question whose text changed since its rows were written stops the
+run (use a new ``--out``). Nothing is counted silently: a bad dataset line is reported as
+``PATH:LINE: problem`` and skipped; a checker that raises, or a run the server refuses, is reported
+with its line (or dataset position), written to ``<out stem>.errors.jsonl`` (the latest run's
+errors) instead of the results, left out of every count and retried by the next run. Exit status:
+0 when everything ran and was graded, 1 when anything was skipped for an error, 2 for a usage
+error, 130 when interrupted (rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from router.evaluation.runner import LevelResult, ProgressLine, read_done, repair_tail
+from router.evaluation.sources import CHECKERS, EvalItem, SpecError, load
+from router.evaluation.targets import Answered, Target
+
+POLICY_PREFIX = "policy:"
+
+
+class EvalError(Exception):
+    """The run cannot start (or go on); the message says why and what to do."""
+
+
+@dataclass
+class Report:
+    """What one ``router eval`` run did."""
+
+    total: int = 0  # (question, level) pairs asked for
+    already_done: int = 0  # found in the output file and skipped
+    written: list[LevelResult] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)  # checker and run errors, not counted
+    bad_lines: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # every row of this run's pairs, for the summary
+
+    @property
+    def checker_errors(self) -> int:
+        return sum(e["stage"] == "check" for e in self.errors)
+
+    @property
+    def run_errors(self) -> int:
+        return sum(e["stage"] == "run" for e in self.errors)
+
+    @property
+    def clean(self) -> bool:
+        return not self.errors and not self.bad_lines
+
+
+def errors_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}.errors.jsonl")
+
+
+def runs_for(levels: Sequence[str], route_policy: str | None) -> list[tuple[str, str]]:
+    """(row label, forced level) pairs: each forced level, then the policy's own choice (level "")."""
+    runs = [(lv, lv) for lv in levels]
+    if route_policy is not None:
+        runs.append((POLICY_PREFIX + route_policy, ""))
+    return runs
+
+
+def _fatal_rpc(exc: BaseException) -> bool:
+    """A gRPC error after which no other question could succeed (server gone, wrong service, no access)."""
+    import grpc
+
+    if not isinstance(exc, grpc.RpcError):
+        return False
+    return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED,
+                          grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def _run_error(exc: BaseException) -> str | None:
+    """The message of an error that concerns one question only (it is recorded and the run goes on)."""
+    import grpc
+
+    from router.errors import InvalidArgumentError
+
+    if isinstance(exc, grpc.RpcError) and not _fatal_rpc(exc):
+        return f"{exc.code().name}: {exc.details()}"
+    if isinstance(exc, InvalidArgumentError):
+        return f"{exc.field}: {exc.description}"
+    return None
+
+
+def run_eval(
+    items: Sequence[EvalItem],
+    target: Target,
+    runs: Sequence[tuple[str, str]],
+    out: Path,
+    *,
+    policy: str = "",
+    on_row: Callable[[LevelResult | None, int, int], None] | None = None,
+    log: TextIO = sys.stderr,
+) -> Report:
+    """Answer every (item, run) not yet in ``out``; append rows, record errors apart, and report."""
+    report = Report(total=len(items) * len(runs))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if repair_tail(out) == "cut":
+        log.write(f"{out}: cut a torn last line (a run killed mid-write); that row will run again\n")
+    errors_path(out).unlink(missing_ok=True)  # every pair without a row is retried: old errors are superseded
+    done = read_done(out)
+    changed = [item for item in items for label, _ in runs
+               if (row := done.get((item.question.id, label))) and row.get("question") != item.question.text]
+    if changed:
+        first = changed[0]
+        raise EvalError(f"{out} has rows for {len({i.question.id for i in changed})} question id(s) whose text is not "
+                        f"the dataset's now (first: '{first.question.id}' at {first.where}); write to a new --out")
+    todo = []
+    for item in items:
+        for label, level in runs:
+            key = (item.question.id, label)
+            if key in done:
+                report.already_done += 1
+                report.rows.append(done[key])
+            else:
+                todo.append((item, label, level))
+    if report.already_done:
+        log.write(f"{out}: {report.already_done} of {report.total} rows already there, skipped\n")
+    with out.open("a", encoding="utf-8") as f:
+        for i, (item, label, level) in enumerate(todo, 1):
+            row = _one(item, target, label, level, policy, report, out, log)
+            if row is not None:
+                f.write(row.to_json() + "\n")
+                f.flush()
+                report.written.append(row)
+                report.rows.append(json.loads(row.to_json()))
+            if on_row is not None:
+                on_row(row, i, len(todo))
+    return report
+
+
+def _one(item: EvalItem, target: Target, label: str, level: str, policy: str, report: Report, out: Path,
+         log: TextIO) -> LevelResult | None:
+    """One question at one level: its row, or None after recording why there is none."""
+    q = item.question
+    try:
+        answered = target.answer(q.text, policy=policy, level=level)
+    except Exception as exc:
+        if _fatal_rpc(exc):
+            raise EvalError(f"{target.name}: {exc.code().name}: {exc.details()}; rows so far are in {out}, "  # type: ignore[attr-defined]
+                            "rerun the same command to resume") from None
+        message = _run_error(exc)
+        if message is None:
+            raise
+        _record(report, out, log, item, label, "run", message, "")
+        return None
+    try:
+        answer, correct = item.grade(answered.text)
+    except Exception as exc:  # a checker is user-extensible code: whatever it raises is reported, not counted
+        _record(report, out, log, item, label, "check", f"checker '{item.checker}' raised {type(exc).__name__}: {exc}",
+                answered.text)
+        return None
+    return _row(item, label, answer, bool(correct), answered)
+
+
+def _record(report: Report, out: Path, log: TextIO, item: EvalItem, label: str, stage: str, message: str,
+            response: str) -> None:
+    q = item.question
+    what = "not graded" if stage == "check" else "not run"
+    log.write(f"\n{item.where}: {message} (id {q.id}, level {label}); {what}, not counted\n")
+    entry = {"id": q.id, "level": label, "where": item.where, "stage": stage, "error": message, "response": response}
+    report.errors.append(entry)
+    with errors_path(out).open("a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+
+def _row(item: EvalItem, label: str, answer: str, correct: bool, a: Answered) -> LevelResult:
+    q = item.question
+    return LevelResult(
+        id=q.id, family=q.family, source=q.source, seed=q.seed, split=item.split, question=q.text, expected=q.answer,
+        level=label, correct=correct, answer=answer, prompt_tokens=a.prompt_tokens,
+        completion_tokens=a.completion_tokens, samples=a.samples, model_calls=a.model_calls, latency_ms=a.latency_ms,
+        truncated=a.truncated, decision_level=a.decision_level, difficulty=a.difficulty, predicted=a.predicted,
+        policy=a.policy, reason=a.reason, checker=item.checker,
+    )
+
+
+# ------------------------------------------------------------------------------------ summary
+
+
+def summarize(report: Report, labels: Sequence[str]) -> str:
+    """Per level: n graded, accuracy, mean completion tokens, mean samples, p50 latency; then what was skipped."""
+    lines = [f"{'level':24s} {'n':>5s} {'accuracy':>8s} {'tokens/q':>9s} {'samples/q':>9s} {'p50 ms':>9s}"]
+    for label in labels:
+        rows = [r for r in report.rows if r["level"] == label]
+        if not rows:
+            lines.append(f"{label:24s} {0:5d} {'-':>8s}")
+            continue
+        n = len(rows)
+        acc = sum(bool(r["correct"]) for r in rows) / n
+        tokens = sum(r["completion_tokens"] for r in rows) / n
+        samples = sum(r["samples"] for r in rows) / n
+        p50 = statistics.median(r["latency_ms"] for r in rows)
+        lines.append(f"{label:24s} {n:5d} {acc:8.3f} {tokens:9.1f} {samples:9.2f} {p50:9.0f}")
+        if label.startswith(POLICY_PREFIX):
+            chose = Counter(r.get("decision_level", "") for r in rows)
+            mix = ", ".join(f"{lv} {c / n:.0%}" for lv, c in chose.most_common())
+            lines.append(f"{'':24s} chose: {mix}")
+    graded = len(report.rows)
+    lines.append(
+        f"graded {graded} of {report.total} ({len(report.written)} new, {report.already_done} already done); "
+        f"checker errors {report.checker_errors}; run errors {report.run_errors}; "
+        f"skipped {len(report.bad_lines)} bad line{'s' if len(report.bad_lines) != 1 else ''}"
+    )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="router eval", description=__doc__.splitlines()[0],
+                                 epilog="\n".join(__doc__.splitlines()[1:]),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", action="append", required=True, metavar="SPEC",
+                    help="gen:FAMILY | rg:NAME[?key=value&...] | jsonl:PATH (repeatable)")
+    ap.add_argument("--n", type=int, default=None,
+                    help="questions per dataset (default: 50 generated or reasoning-gym, every JSONL line)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of generated and reasoning-gym questions")
+    ap.add_argument("--levels", default="", help="comma-separated levels to force, e.g. single,self_consistency")
+    ap.add_argument("--policy", default="", help="whose ladder --levels are taken from, and who decides with --route "
+                                                  "(default: the default policy)")
+    ap.add_argument("--route", action="store_true", help="also run the policy's own choice (row level policy:NAME)")
+    ap.add_argument("--target", default="", help="host:port of a running server (default: run in this process)")
+    ap.add_argument("--timeout", type=float, default=300.0, help="per-request deadline with --target, seconds")
+    ap.add_argument("--policy-file", type=Path, default=None, help="in process: policies (default: configured)")
+    ap.add_argument("--model-dir", type=Path, default=None, help="in process: model directory (default: configured)")
+    ap.add_argument("--max-new-tokens", type=int, default=0, help="cap every level's new tokens (default: the level's)")
+    ap.add_argument("--out", type=Path, required=True, help="results JSONL (appended to; resumable)")
+    ap.add_argument("--quiet", action="store_true", help="no progress line")
+    return ap
+
+
+def _in_process(args: argparse.Namespace, need_scorer: bool) -> Target:
+    from router.config import Settings
+    from router.engine import Engine
+    from router.evaluation.targets import InProcess
+    from router.policy.loader import load_policies
+
+    settings = Settings()
+    policies = load_policies(args.policy_file or settings.policy_file, settings.server.default_max_new_tokens)
+    scorer = None
+    if need_scorer and settings.difficulty_dir:
+        from router.difficulty.scorer import DifficultyScorer
+
+        scorer = DifficultyScorer(settings.difficulty_dir)
+    engine = Engine.load(args.model_dir or settings.model_dir(), settings.engine.session(), settings.engine.max_samples)
+    return InProcess(engine, policies, scorer, max_new_tokens=args.max_new_tokens)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    levels = [lv.strip() for lv in args.levels.split(",") if lv.strip()]
+    if not levels and not args.route:
+        print("router eval: give --levels, --route or both", file=sys.stderr)
+        return 2
+    if len(set(levels)) != len(levels):
+        print(f"router eval: a level is given twice in --levels {args.levels}", file=sys.stderr)
+        return 2
+    if args.target and (args.policy_file or args.model_dir):
+        print("router eval: --policy-file and --model-dir are for in-process runs; the server at --target uses "
+              "its own", file=sys.stderr)
+        return 2
+    if args.n is not None and args.n < 1:
+        print("router eval: --n must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        loaded = load(args.dataset, args.n, args.seed)
+    except SpecError as exc:
+        print(f"router eval: {exc}", file=sys.stderr)
+        return 2
+    for problem in loaded.bad_lines:
+        print(problem, file=sys.stderr)
+    if loaded.bad_lines:
+        print(f"skipping {len(loaded.bad_lines)} bad line(s) (checkers: {', '.join(CHECKERS)})", file=sys.stderr)
+    if not loaded.items:
+        print("router eval: no questions to run", file=sys.stderr)
+        return 1
+    from router.errors import RouterError
+
+    client = None
+    try:
+        if args.target:
+            from router.client import RouterClient
+            from router.evaluation.targets import Remote
+
+            client = RouterClient(args.target, timeout_s=args.timeout)
+            target: Target = Remote(client, max_new_tokens=args.max_new_tokens)
+        else:
+            target = _in_process(args, need_scorer=args.route)
+        try:
+            policy = target.check(args.policy, levels, route=args.route)
+        except ValueError as exc:
+            raise EvalError(str(exc)) from None
+        runs = runs_for(levels, policy if args.route else None)
+        progress = None if args.quiet else ProgressLine(sys.stderr)
+        report = run_eval(loaded.items, target, runs, args.out, policy=policy, on_row=progress)
+    except (EvalError, RouterError) as exc:
+        print(f"router eval: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nrouter eval: interrupted; rows so far are in {args.out}, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:
+        import grpc
+
+        if isinstance(exc, grpc.RpcError):
+            print(f"router eval: {args.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 2
+        raise
+    finally:
+        if client is not None:
+            client.close()
+    report.bad_lines = loaded.bad_lines
+    print(summarize(report, [label for label, _ in runs]))
+    if report.errors:
+        print(f"errors are in {errors_path(args.out)}")
+    return 0 if report.clean else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

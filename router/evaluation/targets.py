@@ -1,0 +1,159 @@
+"""Where ``router eval`` gets its answers: this process, or a running server through the client.
+
+Both answer one question either at a forced level of a policy's ladder or as the policy itself
+decides, and report the same facts: the response text, the decision (level, difficulty,
+predicted success, policy version) and what it cost. In process, a forced level is planned by the
+policy exactly as the server plans it (``Policy.plan`` with the level hint) and a policy's own
+choice goes through the server's :class:`~router.policy.decider.Decider` with the difficulty
+classifier; the strategy then runs in this thread. Latency is the strategy's run in process, and
+the server's ``timings.total_ms`` (decision included, transport excluded) through the client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from router.client import RouterClient
+from router.domain import Hints, Outcome, Plan, SamplingOverrides
+from router.engine import Engine
+from router.engine.session import CPU
+from router.policy.decider import Decider, DifficultyPredictor
+from router.policy.ladder import PolicySet, RouteFacts
+
+
+@dataclass(frozen=True)
+class Answered:
+    """One question answered once, whichever target answered it."""
+
+    text: str
+    decision_level: str
+    difficulty: float | None
+    predicted: dict[str, float]
+    policy: str  # name@version
+    prompt_tokens: int
+    completion_tokens: int
+    samples: int
+    model_calls: int
+    latency_ms: float
+    truncated: bool
+    reason: str = ""
+
+
+class Target(Protocol):
+    """Answers a question at a forced ``level`` of ``policy``'s ladder, or as ``policy`` decides (level "")."""
+
+    name: str
+
+    def check(self, policy: str, levels: list[str], route: bool = False) -> str:
+        """The policy's name ("" is the default one); ValueError names what is unknown or missing, before any
+        work (``route``: the policy's own choice will run too)."""
+
+    def answer(self, text: str, *, policy: str, level: str) -> Answered: ...
+
+
+def _predicted(values: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in sorted(values.items())}
+
+
+class InProcess:
+    """The engine in this process, planned by ``policies`` (and ``scorer`` for a policy's own choice)."""
+
+    name = "in-process"
+
+    def __init__(self, engine: Engine, policies: PolicySet, scorer: DifficultyPredictor | None = None,
+                 max_new_tokens: int = 0) -> None:
+        self.engine = engine
+        self.policies = policies
+        self.scorer = scorer
+        self.max_new_tokens = max_new_tokens
+        self.accelerated = engine.providers[0] != CPU
+        self._decider: Decider | None = None
+
+    def _hints(self, policy: str, level: str) -> Hints:
+        return Hints(policy=policy, level=level,
+                     sampling=SamplingOverrides(max_new_tokens=self.max_new_tokens or None))
+
+    def check(self, policy: str, levels: list[str], route: bool = False) -> str:
+        from router.errors import InvalidArgumentError, PolicyFileError
+
+        try:
+            chosen = self.policies.get(policy)
+            for level in levels:
+                chosen.level(level)
+            if route and chosen.routed:
+                if self.scorer is None:
+                    raise ValueError(f"policy '{chosen.name}' routes by predicted success, and no difficulty "
+                                     "classifier is loaded (settings.difficulty_dir)")
+                self.decider()
+        except InvalidArgumentError as exc:
+            raise ValueError(exc.description) from None
+        except PolicyFileError as exc:
+            raise ValueError(str(exc)) from None
+        return chosen.name
+
+    def decider(self) -> Decider:
+        """The server's decider over these policies (needs the classifier when a policy is routed)."""
+        if self._decider is None:
+            self._decider = Decider(self.policies, self.scorer, self.engine.max_samples, accelerated=self.accelerated)
+        return self._decider
+
+    def plan(self, text: str, policy: str, level: str) -> Plan:
+        hints = self._hints(policy, level)
+        if level or not self.policies.get(policy).routed:
+            facts = RouteFacts(accelerated=self.accelerated)
+            return self.policies.get(policy).plan(hints, self.engine.max_samples, facts)
+        return self.decider().decide(text, hints).plan
+
+    def answer(self, text: str, *, policy: str, level: str) -> Answered:
+        from router.evaluation.runner import run_plan
+
+        plan = self.plan(text, policy, level)
+        outcome, latency_ms = run_plan(self.engine, plan, text)
+        return _from_outcome(plan, outcome, latency_ms)
+
+
+def _from_outcome(plan: Plan, outcome: Outcome, latency_ms: float) -> Answered:
+    u, f = outcome.usage, outcome.flags
+    return Answered(
+        text=outcome.text, decision_level=plan.level,
+        difficulty=None if plan.difficulty is None else round(plan.difficulty, 4),
+        predicted=_predicted(dict(plan.predicted)), policy=f"{plan.policy}@{plan.policy_version}",
+        prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, samples=u.samples,
+        model_calls=u.model_calls, latency_ms=round(latency_ms, 1),
+        truncated=f.truncated_by_budget or f.truncated_by_deadline, reason=plan.reason,
+    )
+
+
+class Remote:
+    """A running server, through :class:`router.client.RouterClient`."""
+
+    def __init__(self, client: RouterClient, max_new_tokens: int = 0) -> None:
+        self.client = client
+        self.max_new_tokens = max_new_tokens
+        self.name = client.target
+
+    def check(self, policy: str, levels: list[str], route: bool = False) -> str:
+        policies = {p.name: p for p in self.client.list_policies()}
+        name = policy or next((p.name for p in policies.values() if p.is_default), "")
+        if name not in policies:
+            raise ValueError(f"{self.name} has no policy '{policy}'; it serves: {', '.join(sorted(policies))}")
+        known = list(policies[name].levels)
+        for level in levels:
+            if level not in known:
+                raise ValueError(f"unknown level '{level}' for policy '{name}' on {self.name}; known: "
+                                 f"{', '.join(known)}")
+        return name
+
+    def answer(self, text: str, *, policy: str, level: str) -> Answered:
+        kwargs = {"max_new_tokens": self.max_new_tokens} if self.max_new_tokens else {}
+        r = self.client.generate(text, level=level, policy=policy, **kwargs)
+        d, u = r.decision, r.usage
+        return Answered(
+            text=r.text, decision_level=d.level,
+            difficulty=round(d.difficulty, 4) if d.HasField("difficulty") else None,
+            predicted=_predicted(dict(d.predicted_success)), policy=f"{d.policy}@{d.policy_version}",
+            prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, samples=u.samples,
+            model_calls=u.model_calls, latency_ms=round(r.timings.total_ms, 1),
+            truncated=r.flags.truncated_by_budget or r.flags.truncated_by_deadline, reason=d.reason,
+        )

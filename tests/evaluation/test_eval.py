@@ -1,0 +1,321 @@
+"""`router eval`: dataset specs, checkers, resume, bad lines and checker errors, in process and through a server.
+
+The tiny random model answers (it never gets a question right), so grading is tested with
+deterministic fake responses and the runs test what is written, skipped and counted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import reasoning_gym as rg
+
+from router.engine import Engine
+from router.evaluation import eval_cli
+from router.evaluation.datasets import REASONING_GYM, generated, reasoning_gym
+from router.evaluation.runner import repair_tail
+from router.evaluation.sources import CHECKERS, SpecError, load, rg_config
+from router.evaluation.targets import Answered, InProcess
+from router.policy.loader import load_policies
+
+POLICIES = """\
+default_policy: fixed
+policies:
+  - name: fixed
+    rule: {kind: fixed}
+    levels:
+      - {name: single, strategy: single, samples: 1, sampling: {max_new_tokens: 4}}
+      - {name: self_consistency, strategy: self_consistency, samples: 2,
+         sampling: {temperature: 0.7, seed: 0, max_new_tokens: 4}, options: {wave: 2}}
+  - name: adaptive
+    rule: {kind: threshold, target: 0.0}
+    levels:
+      - {name: single, strategy: single, samples: 1, cost_tokens: 20, sampling: {max_new_tokens: 4}}
+      - {name: self_consistency, strategy: self_consistency, samples: 2, cost_tokens: 100,
+         sampling: {temperature: 0.7, seed: 0, max_new_tokens: 4}, options: {wave: 2}}
+experiments: []
+"""
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("policies") / "policies.yaml"
+    path.write_text(POLICIES)
+    return path
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def write_jsonl(path: Path, lines: list[object]) -> Path:
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+class Scripted:
+    """A target whose every answer is ``text``: grading becomes deterministic."""
+
+    name = "scripted"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.calls = 0
+
+    def check(self, policy: str, levels: list[str], route: bool = False) -> str:
+        return policy or "fixed"
+
+    def answer(self, text: str, *, policy: str, level: str) -> Answered:
+        self.calls += 1
+        return Answered(text=self.text, decision_level=level or "single", difficulty=None, predicted={},
+                        policy=f"{policy}@v", prompt_tokens=5, completion_tokens=3, samples=1, model_calls=1,
+                        latency_ms=1.0, truncated=False)
+
+
+# ------------------------------------------------------------------------------------ datasets
+
+
+def test_rg_spec_overrides_make_the_dataset_reasoning_gym_makes() -> None:
+    spec = "rg:basic_arithmetic?min_digits=2&max_digits=3&operators=+,-&allow_negation=false"
+    items = load([spec], n=6, seed=5).items
+    config = {**REASONING_GYM["basic_arithmetic"], "min_digits": 2, "max_digits": 3, "operators": ["+", "-"],
+              "allow_negation": False}
+    assert rg_config("basic_arithmetic", {"min_digits": "2", "max_digits": "3", "operators": "+,-",
+                                          "allow_negation": "false"}) == config
+    direct = rg.create_dataset("basic_arithmetic", size=6, seed=5, **config)
+    assert [i.question.text for i in items] == [e["question"] for e in direct]
+    assert [i.question.answer for i in items] == [str(e["answer"]) for e in direct]
+    assert direct.config.min_digits == 2 and direct.config.allow_negation is False
+    # another configuration never shares ids with the project's own (the labels' ids)
+    assert all(i.question.id.startswith("rg-basic_arithmetic~") and i.question.id.endswith(f"-5-{k}")
+               for k, i in enumerate(items))
+    plain = load(["rg:gcd"], n=3, seed=5).items
+    assert [i.question.id for i in plain] == [q.id for q in reasoning_gym("gcd", 3, seed=5)]
+
+
+@pytest.mark.parametrize(("spec", "problem"), [
+    ("rg:no_such_task", "unknown reasoning-gym task"),
+    ("rg:gcd?min_valu=3", "unknown config key 'min_valu'"),
+    ("rg:gcd?min_value=three", "min_value='three'"),
+    ("rg:gcd?seed=3", "comes from --seed"),
+    ("rg:gcd?min_value=40&max_value=10", "refused"),
+    ("gen:no_such_family", "unknown generated family"),
+    ("csv:x.csv", "unknown source 'csv'"),
+])
+def test_bad_specs_are_refused_before_any_work(spec: str, problem: str) -> None:
+    with pytest.raises(SpecError, match=problem):
+        load([spec], n=2)
+
+
+def test_generated_ids_are_fixed_and_shared_with_difficulty_runs() -> None:
+    items = load(["gen:addition", "gen:comparison"], n=3, seed=4).items
+    assert [i.question.id for i in items] == [f"{f}-4-{k}" for f in ("addition", "comparison") for k in range(3)]
+    assert [i.question for i in items[:3]] == generated("addition", 3, seed=4)
+    assert [i.question.id for i in load(["gen:addition"], n=3, seed=4).items] == [i.question.id for i in items[:3]]
+
+
+def test_rg_questions_are_graded_by_the_task_scorer() -> None:
+    item = load(["rg:gcd"], n=1, seed=0).items[0]
+    right = item.question.answer
+    assert item.checker == "rg"
+    assert item.grade(f"<answer>{right}</answer>") == (right, True)
+    assert item.grade(f"So the answer is {right}.") == (right, True)
+    assert item.grade(f"<answer>{int(right) + 1}</answer>")[1] is False
+    assert item.grade("I do not know.")[1] is False
+
+
+@pytest.mark.parametrize(("checker", "answer", "choices", "response", "correct"), [
+    ("number", "42", [], "6 * 7 = 42, so the answer is 42.", True),
+    ("number", "42", [], "The answer is 41.", False),
+    ("number", "0.5", [], "It is 1/2.", True),
+    ("exact", "Paris", [], "Let me think.\nParis.", True),
+    ("exact", "Paris", [], "Lyon", False),
+    ("choice", "B", ["A", "B", "C"], "The answer is (B).", True),
+    ("choice", "B", ["A", "B", "C"], "The answer is (C).", False),
+    ("math", "\\frac{1}{2}", [], "So we get \\boxed{0.5}", True),
+    ("math", "x^2", [], "\\boxed{x^3}", False),
+])
+def test_checkers_grade_responses(tmp_path: Path, checker: str, answer: str, choices: list[str], response: str,
+                                  correct: bool) -> None:
+    path = write_jsonl(tmp_path / "q.jsonl", [{"question": "q?", "answer": answer, "choices": choices,
+                                               "checker": checker}])
+    loaded = load([f"jsonl:{path}"])
+    assert not loaded.bad_lines
+    assert loaded.items[0].grade(response)[1] is correct
+
+
+def test_jsonl_ids_default_to_file_and_line(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "mine.jsonl", [{"question": "a?", "answer": 1}, "",
+                                                 {"id": "q-b", "question": "b?", "answer": "2"}])
+    assert [i.question.id for i in load([f"jsonl:{path}"]).items] == ["jsonl:mine:1", "q-b"]
+
+
+# ------------------------------------------------------------------------------------ runs
+
+
+def test_bad_lines_are_reported_with_line_numbers_and_never_run(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "q.jsonl", [
+        {"id": "ok-1", "question": "What is 6 * 7?", "answer": 42},
+        "{not json",
+        {"question": "no answer here"},
+        {"id": "ok-2", "question": "Capital of France?", "answer": "Paris", "checker": "exact"},
+        "",
+        {"question": "q", "answer": "1", "checker": "fuzzy"},
+        {"question": "q", "answer": "Paris", "checker": "number"},
+        ["a", "list"],
+        {"id": "ok-1", "question": "again", "answer": 1},
+    ])
+    loaded = load([f"jsonl:{path}"])
+    assert [i.question.id for i in loaded.items] == ["ok-1", "ok-2"]
+    assert [p.split(": ", 1)[0] for p in loaded.bad_lines] == [f"{path}:{n}" for n in (2, 3, 6, 7, 8, 9)]
+    assert "not JSON" in loaded.bad_lines[0] and "missing 'answer'" in loaded.bad_lines[1]
+    assert "unknown checker 'fuzzy'" in loaded.bad_lines[2] and "duplicate id 'ok-1'" in loaded.bad_lines[5]
+
+
+def test_cli_reports_bad_lines_and_counts_only_good_ones(
+    tmp_path: Path, tiny_dir: Path, tiny: Engine, policy_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_jsonl(tmp_path / "q.jsonl", [{"question": "What is 6 * 7?", "answer": 42}, "oops",
+                                              {"question": "Say hi", "answer": "hi", "checker": "exact"}])
+    out = tmp_path / "out.jsonl"
+    argv = ["--dataset", f"jsonl:{path}", "--dataset", "gen:addition", "--n", "2", "--levels", "single",
+            "--policy-file", str(policy_file), "--model-dir", str(tiny_dir), "--out", str(out)]
+    assert eval_cli.main(argv) == 1  # something was skipped
+    captured = capsys.readouterr()
+    assert f"{path}:2: not JSON" in captured.err
+    assert sorted(r["id"] for r in rows(out)) == ["addition-0-0", "addition-0-1", "jsonl:q:1", "jsonl:q:3"]
+    assert "skipped 1 bad line" in captured.out and "graded 4 of 4" in captured.out
+    single = next(line for line in captured.out.splitlines() if line.startswith("single"))
+    assert single.split()[1] == "4"
+
+
+def test_resume_skips_done_rows_and_survives_a_torn_last_line(
+    tmp_path: Path, tiny: Engine, policy_file: Path
+) -> None:
+    target = InProcess(tiny, load_policies(policy_file))
+    items = load(["gen:addition", "gen:successor"], n=2, seed=1).items
+    runs = eval_cli.runs_for(["single", "self_consistency"], None)
+    out = tmp_path / "out.jsonl"
+    first = eval_cli.run_eval(items, target, runs, out, policy="fixed")
+    assert len(first.written) == 8 and first.already_done == 0
+    assert {(r["id"], r["level"]) for r in rows(out)} == {(i.question.id, lv) for i in items for lv, _ in runs}
+    row = rows(out)[1]
+    assert row["decision_level"] == row["level"] and row["samples"] >= 1 and row["policy"].startswith("fixed@")
+
+    again = eval_cli.run_eval(items, target, runs, out, policy="fixed")
+    assert again.written == [] and again.already_done == 8 and len(rows(out)) == 8
+    assert len(again.rows) == 8  # the summary still covers every pair
+
+    # a run killed mid-write: the last row is torn
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:-1]) + lines[-1][:40])
+    log = tmp_path / "log.txt"
+    with log.open("w") as stream:
+        third = eval_cli.run_eval(items, target, runs, out, policy="fixed", log=stream)
+    assert "cut a torn last line" in log.read_text() and "7 of 8 rows already there" in log.read_text()
+    assert len(third.written) == 1 and (third.written[0].id, third.written[0].level) == (
+        json.loads(lines[-1])["id"], json.loads(lines[-1])["level"])
+    assert len(rows(out)) == 8  # every line is whole JSON again
+
+
+def test_repair_tail_keeps_a_whole_row_that_only_lacks_its_newline(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"id": "a", "level": "single"}\n{"id": "b", "level": "single"}')
+    assert repair_tail(path) == "newline" and path.read_text().endswith("}\n") and len(rows(path)) == 2
+    path.write_text('{"id": "b", "lev')
+    assert repair_tail(path) == "cut" and path.read_text() == ""
+    assert repair_tail(path) == ""
+
+
+def test_changed_question_text_stops_resume(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "q.jsonl", [{"id": "a", "question": "What is 1 + 1?", "answer": 2}])
+    out = tmp_path / "out.jsonl"
+    eval_cli.run_eval(load([f"jsonl:{path}"]).items, Scripted("2"), [("single", "single")], out)
+    write_jsonl(path, [{"id": "a", "question": "What is 2 + 2?", "answer": 4}])
+    with pytest.raises(eval_cli.EvalError, match="write to a new --out"):
+        eval_cli.run_eval(load([f"jsonl:{path}"]).items, Scripted("4"), [("single", "single")], out)
+
+
+def test_a_checker_error_is_reported_and_left_out_of_every_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(response: str, question: object) -> tuple[str, bool]:
+        raise RuntimeError("cannot parse")
+
+    monkeypatch.setitem(CHECKERS, "broken", broken)
+    path = write_jsonl(tmp_path / "q.jsonl", [{"id": "good", "question": "6 * 7?", "answer": 42},
+                                              {"id": "bad", "question": "x?", "answer": "x", "checker": "broken"}])
+    out = tmp_path / "out.jsonl"
+    log = tmp_path / "log.txt"
+    target = Scripted("The answer is 42.")
+    with log.open("w") as stream:
+        report = eval_cli.run_eval(load([f"jsonl:{path}"]).items, target, [("single", "single")], out, log=stream)
+    assert f"{path}:2: checker 'broken' raised RuntimeError: cannot parse" in log.read_text()
+    assert [r["id"] for r in rows(out)] == ["good"] and rows(out)[0]["correct"] is True
+    errors = rows(eval_cli.errors_path(out))
+    assert errors[0]["id"] == "bad" and errors[0]["where"] == f"{path}:2" and errors[0]["stage"] == "check"
+    summary = eval_cli.summarize(report, ["single"])
+    assert "checker errors 1" in summary and "graded 1 of 2" in summary
+    assert next(line for line in summary.splitlines() if line.startswith("single")).split()[1:3] == ["1", "1.000"]
+    assert not report.clean
+    # not counted means not done either: the next run asks again
+    again = eval_cli.run_eval(load([f"jsonl:{path}"]).items, target, [("single", "single")], out, log=log.open("w"))
+    assert again.already_done == 1 and again.checker_errors == 1 and target.calls == 3
+    assert len(rows(eval_cli.errors_path(out))) == 1  # the latest run's errors, not a pile-up
+
+
+def test_route_records_the_policy_decision_in_process(tmp_path: Path, tiny: Engine, policy_file: Path) -> None:
+    from router.difficulty.scorer import DifficultyScorer
+
+    target = InProcess(tiny, load_policies(policy_file), DifficultyScorer())
+    assert target.check("adaptive", ["single"], route=True) == "adaptive"
+    out = tmp_path / "out.jsonl"
+    runs = eval_cli.runs_for([], "adaptive")
+    eval_cli.run_eval(load(["gen:addition"], n=2).items, target, runs, out, policy="adaptive")
+    for row in rows(out):
+        assert row["level"] == "policy:adaptive" and row["decision_level"] == "single"  # target 0: cheapest
+        assert row["difficulty"] == pytest.approx(1 - row["predicted"]["single"], abs=1e-3)
+        assert row["policy"].startswith("adaptive@") and row["reason"].startswith("threshold")
+    with pytest.raises(ValueError, match="unknown level 'best_of_n'"):
+        target.check("adaptive", ["best_of_n"])
+    with pytest.raises(ValueError, match="no difficulty classifier"):
+        InProcess(tiny, load_policies(policy_file)).check("adaptive", [], route=True)
+
+
+# ------------------------------------------------------------------------------------ through a server
+
+
+@pytest.fixture(scope="module")
+def server(tiny_dir: Path, tiny: Engine, policy_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from tests.service.conftest import ThreadedServer, make_settings
+
+    srv = ThreadedServer(make_settings(tiny_dir.parent, tiny_dir.name, tmp_path_factory.mktemp("store"),
+                                       policy_file=policy_file))
+    yield srv.target
+    srv.close()
+
+
+def test_target_mode_writes_the_rows_in_process_mode_writes(
+    tmp_path: Path, server: str, tiny_dir: Path, policy_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--dataset", "gen:successor", "--n", "2", "--levels", "single", "--policy", "adaptive", "--route",
+              "--quiet"]
+    remote, local = tmp_path / "remote.jsonl", tmp_path / "local.jsonl"
+    assert eval_cli.main([*common, "--target", server, "--out", str(remote)]) == 0
+    assert eval_cli.main([*common, "--policy-file", str(policy_file), "--model-dir", str(tiny_dir),
+                          "--out", str(local)]) == 0
+    capsys.readouterr()
+    r, loc = rows(remote), rows(local)
+    assert [(x["id"], x["level"]) for x in r] == [(x["id"], x["level"]) for x in loc]
+    for a, b in zip(r, loc, strict=True):  # greedy, same plan: the same answer and cost either way
+        for key in ("answer", "correct", "completion_tokens", "samples", "decision_level", "policy"):
+            assert a[key] == b[key], key
+        assert a["latency_ms"] > 0
+    routed = [x for x in r if x["level"] == "policy:adaptive"]
+    assert routed and all(x["difficulty"] is not None and "single" in x["predicted"] for x in routed)
+    assert eval_cli.main(["--dataset", "gen:successor", "--n", "1", "--levels", "no_level", "--target", server,
+                          "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert "unknown level 'no_level'" in capsys.readouterr().err
