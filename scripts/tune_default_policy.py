@@ -25,10 +25,11 @@ sys.path.insert(0, str(ROOT))
 
 from router.difficulty.labels import LABELS, label_policy  # noqa: E402
 from router.difficulty.scorer import DifficultyScorer  # noqa: E402
-from router.difficulty.train import DifficultyModel, load_labels  # noqa: E402
+from router.difficulty.train import load_labels  # noqa: E402
 from router.evaluation.runner import read_results  # noqa: E402
 from router.policy import DEFAULT_POLICY_FILE  # noqa: E402
 from router.policy.ladder import LevelSpec, Rule  # noqa: E402
+from router.policy.tune_cli import out_of_fold  # noqa: E402
 from router.policy.tuning import best_within_budget, oracle, replay, sweep_threshold, uniform  # noqa: E402
 
 TOKEN_BUDGET_X_GREEDY = 2.0
@@ -139,18 +140,6 @@ def matrices(rows: list[dict], ids: tuple[str, ...], levels: tuple[str, ...], fi
     return np.array([[float(by[(q, lv)]) for lv in levels] for q in ids])
 
 
-def out_of_fold(texts: list[str], y: np.ndarray, levels: tuple[str, ...], params: dict) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(texts))
-    folds = np.array_split(order, FOLDS)
-    pred = np.zeros(y.shape)
-    for k, held in enumerate(folds):
-        fit_idx = np.concatenate([f for j, f in enumerate(folds) if j != k])
-        model = DifficultyModel(**params).fit([texts[i] for i in fit_idx], y[fit_idx], levels)
-        pred[held] = model.predict_proba([texts[i] for i in held])
-    return pred
-
-
 def render() -> tuple[str, list[str]]:
     labels = load_labels(LABELS)
     rows = read_results(LABELS)
@@ -168,7 +157,7 @@ def render() -> tuple[str, list[str]]:
     params = scorer.card["model"]["hyperparameters"]
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
     texts = [t for t, m in zip(labels.texts, train, strict=True) if m]
-    oof = out_of_fold(texts, labels.y[train], levels, params)
+    oof = out_of_fold(texts, labels.y[train], levels, params, FOLDS)
     points = sweep_threshold(ladder, oof, labels.y[train], tokens[train])
     greedy_tokens = cost["single"]
     best = best_within_budget(points, TOKEN_BUDGET_X_GREEDY * greedy_tokens)
