@@ -37,11 +37,12 @@ install-gpu: install
 	$(BIN)/python -m pip uninstall -y onnxruntime
 	$(BIN)/python -m pip install -q 'onnxruntime-gpu>=1.20'
 
-bench: model model-int8 ## benchmarks -> bench/results/{engine,grpc,strategies,routing}.{md,json}
+bench: model model-int8 ## benchmarks -> bench/results/{engine,grpc,strategies,routing,adaptive}.{md,json}
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/grpc.py
 	$(BIN)/python bench/strategies.py
 	$(BIN)/python bench/routing.py
+	$(BIN)/python bench/adaptive.py  # about 40 min on 2 cores the first time; resumable
 
 labels: model ## re-run the difficulty label runs (about an hour on 2 cores; resumable)
 	$(BIN)/router difficulty labels

@@ -243,7 +243,7 @@ def plot(report: dict, path: Path) -> None:
     from matplotlib.figure import Figure
 
     splits = [s for s in ("dev", "test+unseen") if s in report["splits"]]
-    fig = Figure(figsize=(6 * len(splits), 4.5))
+    fig = Figure(figsize=(6 * len(splits), 5.2))
     for k, split in enumerate(splits):
         ax = fig.add_subplot(1, len(splits), k + 1)
         res = report["splits"][split]
@@ -262,8 +262,9 @@ def plot(report: dict, path: Path) -> None:
         ax.set_ylabel("accuracy")
         ax.set_title(f"{split} ({a['n']} questions)")
         ax.grid(alpha=0.3)
-    fig.axes[0].legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=5)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=110)
 
 
