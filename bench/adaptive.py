@@ -46,13 +46,16 @@ from router.evaluation.datasets import Question  # noqa: E402
 from router.evaluation.runner import read_results  # noqa: E402
 from router.policy import DEFAULT_POLICY_FILE, load_policies  # noqa: E402
 from router.policy.tuning import paired_bootstrap, wilson_interval  # noqa: E402
+from router.strategies.best_of_n import select  # noqa: E402
 from router.strategies.sampling import beta_sure, tally  # noqa: E402
+from router.strategies.self_consistency import majority  # noqa: E402
 
 POOL = 16
 SC_KS = (2, 4, 8, 16)
 BON_N = 8
 WAVE = 4
 SCRATCH = ROOT / "bench" / "scratch" / "adaptive_pool.jsonl"
+POOL_META = SCRATCH.with_suffix(".meta.json")  # peak RSS of the last run that generated samples
 RESULTS = ROOT / "bench" / "results"
 SPLITS = {"dev": ("train",), "test": ("test",), "unseen": ("unseen",), "test+unseen": ("test", "unseen")}
 
@@ -108,21 +111,25 @@ def build_pool(limit: int | None) -> None:
             eta = (time.monotonic() - start) / i * (len(todo) - i)
             print(f"\r[{i}/{len(todo)}] pool ETA {eta / 60:.1f} min   ", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
+    POOL_META.write_text(json.dumps({"peak_rss_mb": round(peak_rss_mb(), 1), "new_questions": len(todo),
+                                     "seconds": round(time.monotonic() - start, 1)}) + "\n")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # -- phase 2: scoring -------------------------------------------------------------------------
-def _cands(samples: list[dict]) -> list[SimpleNamespace]:
-    """Vote records for tally(), which reads and merges only ``answer``."""
-    return [SimpleNamespace(answer=s["answer"]) for s in samples]
+def _cands(samples: list[dict], scores: list[float] | None = None) -> list[SimpleNamespace]:
+    """Stand-ins for Candidate carrying what tally(), majority() and select() read: answer, scores."""
+    return [SimpleNamespace(index=i, answer=s["answer"], scores={"reward_model": scores[i]} if scores else {})
+            for i, s in enumerate(samples)]
 
 
 def majority_correct(samples: list[dict]) -> bool:
     cands = _cands(samples)
     votes = tally(cands)
-    if not votes:
-        return False
-    best = max(votes, key=lambda a: votes[a])
-    return samples[next(i for i, c in enumerate(cands) if c.answer == best)]["correct"]
+    return bool(votes) and samples[majority(cands, votes).index]["correct"]
 
 
 def adaptive_sc(samples: list[dict], budget: int = 8, confidence: float = 0.95) -> tuple[bool, int]:
@@ -136,17 +143,10 @@ def adaptive_sc(samples: list[dict], budget: int = 8, confidence: float = 0.95) 
 
 
 def bon_rm(samples: list[dict], scores: list[float]) -> bool:
-    weight: dict[str, float] = {}
-    cands = _cands(samples[:BON_N])
-    tally(cands)  # merge equal answers under one spelling
-    for c, s in zip(cands, scores, strict=True):
-        if c.answer:
-            weight[c.answer] = weight.get(c.answer, 0.0) + s
-    if not weight:
-        return samples[int(np.argmax(scores))]["correct"]
-    win = max(weight, key=lambda a: weight[a])
-    top = max((i for i, c in enumerate(cands) if c.answer == win), key=lambda i: scores[i])
-    return samples[top]["correct"]
+    """The best_of_n_rm level: the strategy's own weighted selection over the first 8 samples."""
+    cands = _cands(samples[:BON_N], scores)
+    tally(cands)  # merge equal answers under one spelling, as the strategy's sampler does
+    return samples[select(cands, "reward_model", "weighted").index]["correct"]
 
 
 def method_outcomes(row: dict) -> dict[str, tuple[bool, int]]:
@@ -277,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(line) for line in SCRATCH.open()]
     report = score(rows)
     info = machine_info(("onnxruntime", "numpy", "scikit-learn"))
+    pool_meta = json.loads(POOL_META.read_text()) if POOL_META.exists() else {}
     report.update(date=datetime.now(UTC).isoformat(timespec="seconds"), machine=info, questions=len(rows),
-                  peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                  peak_rss_mb=round(peak_rss_mb(), 1), pool_generation=pool_meta,
                   wall_s_this_run=round(time.monotonic() - t0, 1))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "adaptive.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -286,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# Adaptive compute — headline benchmark · {report['date']} · commit {str(info['git_commit'])[:12]}", "",
              f"SmolLM2-135M-Instruct (ONNX, CPU), {len(rows)} questions of the label set; policy {report['policy']} "
              f"({report['rule']}); one greedy pass and one pool of {POOL} samples per question, every method scored "
-             f"on the same samples. Peak RSS {report['peak_rss_mb']} MB. Machine: {info['cpu']}, "
+             f"on the same samples. Peak RSS {report['peak_rss_mb']} MB in this run; "
+             f"{pool_meta.get('peak_rss_mb', '?')} MB in the last run that generated samples (model loaded). "
+             f"Machine: {info['cpu']}, "
              f"{info['logical_cores']} cores. Plot: `adaptive.png`.", ""]
     for split, res in report["splits"].items():
         lines += [f"## {split}", "", "| method | accuracy | 95% CI | mean tokens |", "|---|---|---|---|"]

@@ -107,24 +107,22 @@ class Router:
         ``deadline`` is absolute ``time.monotonic()``; ``hints.deadline_ms`` counts from now and the
         tighter of the two applies. The experiment unit is ``hints.unit_id``, else ``request_id``.
         """
+        return self._route(query, hints, request_id, _tighter(deadline, hints, time.monotonic()))
+
+    def _route(self, query: Query, hints: Hints, request_id: str, deadline: float | None) -> Routing:
+        """:meth:`route` with ``deadline`` already combined with ``hints.deadline_ms``."""
         self.validate(query)
-        routing = self.decider.decide(query.question, hints, request_id, self._remaining_ms(hints, deadline))
-        self._bounded(routing.plan)
-        return routing
-
-    def _remaining_ms(self, hints: Hints, deadline: float | None) -> float | None:
-        left = [] if deadline is None else [(deadline - time.monotonic()) * 1000]
-        if hints.deadline_ms:
-            left.append(float(hints.deadline_ms))
-        return min(left) - self.limits.response_margin_s * 1000 if left else None
-
-    def _bounded(self, plan: Plan) -> Plan:
-        if plan.sampling.max_new_tokens > self.engine.context_length:
+        remaining_ms = None
+        if deadline is not None:
+            remaining_ms = (deadline - time.monotonic() - self.limits.response_margin_s) * 1000
+        routing = self.decider.decide(query.question, hints, request_id, remaining_ms)
+        if routing.plan.sampling.max_new_tokens > self.engine.context_length:
             raise InvalidArgumentError(
                 "hints.sampling.max_new_tokens",
-                f"must be <= the model's context ({self.engine.context_length}), got {plan.sampling.max_new_tokens}",
+                f"must be <= the model's context ({self.engine.context_length}), "
+                f"got {routing.plan.sampling.max_new_tokens}",
             )
-        return plan
+        return routing
 
     @property
     def policies(self) -> PolicySet:
@@ -163,10 +161,8 @@ class Router:
         if not self.accepting:
             raise NotReadyError("server is shutting down; retry on another replica")
         request_id = request_id or uuid.uuid4().hex
-        if hints.deadline_ms:
-            own = arrived + hints.deadline_ms / 1000
-            deadline = own if deadline is None else min(deadline, own)
-        routing = self.route(query, hints, request_id=request_id, deadline=deadline)
+        deadline = _tighter(deadline, hints, arrived)
+        routing = self._route(query, hints, request_id, deadline)
         plan = routing.plan
         for shadow in routing.shadows:
             self.store.record_shadow(request_id, shadow)
@@ -239,3 +235,11 @@ class Router:
 
     async def submit_feedback(self, request_id: str, key: str, score: float | None, label: str, comment: str) -> bool:
         return await asyncio.wrap_future(self.store.add_feedback(request_id, key, score, label, comment))
+
+
+def _tighter(deadline: float | None, hints: Hints, now: float) -> float | None:
+    """The transport's absolute deadline or ``hints.deadline_ms`` counted from ``now``, whichever comes first."""
+    if not hints.deadline_ms:
+        return deadline
+    own = now + hints.deadline_ms / 1000
+    return own if deadline is None else min(deadline, own)

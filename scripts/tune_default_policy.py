@@ -23,14 +23,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from router.difficulty.labels import LABELS, label_policy  # noqa: E402
+from router.difficulty.labels import LABEL_LEVELS, LABELS, label_policy  # noqa: E402
 from router.difficulty.scorer import DifficultyScorer  # noqa: E402
-from router.difficulty.train import load_labels  # noqa: E402
 from router.evaluation.runner import read_results  # noqa: E402
 from router.policy import DEFAULT_POLICY_FILE  # noqa: E402
 from router.policy.ladder import LevelSpec, Rule  # noqa: E402
 from router.policy.tune_cli import out_of_fold  # noqa: E402
-from router.policy.tuning import best_within_budget, oracle, replay, sweep_threshold, uniform  # noqa: E402
+from router.policy.tuning import (  # noqa: E402
+    best_within_budget,
+    collect_outcomes,
+    oracle,
+    replay,
+    sweep_threshold,
+    uniform,
+)
 
 TOKEN_BUDGET_X_GREEDY = 2.0
 FOLDS = 5
@@ -135,43 +141,37 @@ experiments:
 """
 
 
-def matrices(rows: list[dict], ids: tuple[str, ...], levels: tuple[str, ...], field: str) -> np.ndarray:
-    by = {(r["id"], r["level"]): r[field] for r in rows}
-    return np.array([[float(by[(q, lv)]) for lv in levels] for q in ids])
-
-
 def render() -> tuple[str, list[str]]:
-    labels = load_labels(LABELS)
     rows = read_results(LABELS)
-    scorer = DifficultyScorer()
-    levels = labels.levels
     specs = {lv.name: lv for lv in label_policy().levels}
-    ladder = [specs[name] for name in levels]
-    tokens = matrices(rows, labels.ids, levels, "completion_tokens")
-    latency = matrices(rows, labels.ids, levels, "latency_ms")
-    train = labels.select("train")
+    out = collect_outcomes(rows, LABEL_LEVELS)
+    levels, y, tokens = out.levels, out.correct.astype(np.int8), out.tokens
+    splits = np.array(out.splits)
+    train = splits == "train"
     cost = dict(zip(levels, tokens[train].mean(axis=0), strict=True))
-    ladder = [LevelSpec(lv.name, lv.strategy, lv.samples, lv.sampling, cost_tokens=cost[lv.name]) for lv in ladder]
-
-
+    train_ids = set(np.array(out.ids)[train])
+    latency = {lv: float(np.mean([r["latency_ms"] for r in rows if r["level"] == lv and r["id"] in train_ids]))
+               for lv in levels}
+    ladder = [LevelSpec(n, specs[n].strategy, specs[n].samples, specs[n].sampling, cost_tokens=cost[n]) for n in levels]
+    scorer = DifficultyScorer()
     params = scorer.card["model"]["hyperparameters"]
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
-    texts = [t for t, m in zip(labels.texts, train, strict=True) if m]
-    oof = out_of_fold(texts, labels.y[train], levels, params, FOLDS)
-    points = sweep_threshold(ladder, oof, labels.y[train], tokens[train])
+    texts = [t for t, m in zip(out.texts, train, strict=True) if m]
+    oof = out_of_fold(texts, y[train], levels, params, FOLDS)
+    points = sweep_threshold(ladder, oof, y[train], tokens[train])
     greedy_tokens = cost["single"]
     best = best_within_budget(points, TOKEN_BUDGET_X_GREEDY * greedy_tokens)
 
     report = []
     for split in ("train", "test", "unseen"):
-        mask = labels.select(split)
+        mask = splits == split
         if not mask.any():
             continue
-        success = oof if split == "train" else scorer.predict_many([t for t, m in zip(labels.texts, mask,
+        success = oof if split == "train" else scorer.predict_many([t for t, m in zip(out.texts, mask,
                                                                                           strict=True) if m])
-        point = replay(ladder, Rule("threshold", target=best.setting), success, labels.y[mask], tokens[mask])
-        uni = uniform(labels.y[mask], tokens[mask], levels)
-        orc = oracle(labels.y[mask], tokens[mask])
+        point = replay(ladder, Rule("threshold", target=best.setting), success, y[mask], tokens[mask])
+        uni = uniform(y[mask], tokens[mask], levels)
+        orc = oracle(y[mask], tokens[mask])
         parts = ", ".join(f"{n} {a:.3f}@{t:.0f}" for n, (a, t) in uni.items())
         report.append(f"{split} ({int(mask.sum())} q): adaptive {point.accuracy:.3f}@{point.mean_tokens:.0f} tokens "
                       f"(single {point.shares['single']:.0%}); uniform {parts}; oracle {orc[0]:.3f}@{orc[1]:.0f}")
@@ -179,7 +179,7 @@ def render() -> tuple[str, list[str]]:
         target=best.setting, budget_x=TOKEN_BUDGET_X_GREEDY, n_train=int(train.sum()),
         summary="\n".join(f"#   {line}" for line in ["accuracy@mean tokens by split:", *report]),
         max_new=specs["single"].sampling.max_new_tokens,
-        cost=cost, latency=dict(zip(levels, latency[train].mean(axis=0), strict=True)),
+        cost=cost, latency=latency,
     )
     return text, report
 

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from router.policy import tuning
+
 __all__ = [
     "BETTER", "NOT_SIGNIFICANT", "WORSE", "ArmData", "ArmStats", "Comparison", "Report", "ReportError", "ScoreSummary",
     "Welch", "ab_report", "build_report", "compare", "default_control", "default_png_name", "experiments",
@@ -81,12 +83,7 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
         raise ValueError("n must be positive")
     if not 0 <= successes <= n:
         raise ValueError(f"successes must be within [0, n], got {successes} of {n}")
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    p = successes / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, center - half), min(1.0, center + half)
+    return tuning.wilson_interval(successes, n, z=float(stats.norm.ppf(0.5 + confidence / 2)))
 
 
 def t_interval(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float]:

@@ -31,7 +31,6 @@ from router.engine.types import SamplingParams
 from router.errors import InvalidArgumentError
 from router.policy.experiments import Experiment
 
-RULES = ("fixed", "threshold", "utility")
 _NO_OVERRIDES = SamplingOverrides()
 
 

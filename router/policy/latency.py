@@ -27,7 +27,3 @@ class LatencyEstimates:
         with self._lock:
             old = self._ms.get(key, prior if prior > 0 else ms)
             self._ms[key] = old + self.alpha * (ms - old)
-
-    def snapshot(self) -> dict[str, float]:
-        with self._lock:
-            return {f"{p}/{lv}": ms for (p, lv), ms in self._ms.items()}

@@ -12,7 +12,9 @@ the most likely sample's text (self-likelihood) and ``answer`` stays empty.
 
 from __future__ import annotations
 
-from router.domain import Outcome, Plan, Query
+from collections.abc import Sequence
+
+from router.domain import Candidate, Outcome, Plan, Query
 from router.strategies.base import Strategy, StrategyContext
 from router.strategies.sampling import WaveSampler, beta_sure, tally
 
@@ -37,14 +39,14 @@ def vote_in_waves(sampler: WaveSampler, plan: Plan, wave: int, confidence: float
         plan.samples, wave, lambda: confidence is not None and beta_sure(tally(sampler.candidates), confidence)
     )
     votes = tally(sampler.candidates)
-    return sampler.outcome(majority(sampler, votes), votes, hit_cap=not sure, capped=plan.capped_by_budget)
+    return sampler.outcome(majority(sampler.candidates, votes), votes, hit_cap=not sure, capped=plan.capped_by_budget)
 
 
-def majority(sampler: WaveSampler, votes: dict[str, int]):  # noqa: ANN201
+def majority(candidates: Sequence[Candidate], votes: dict[str, int]) -> Candidate | None:
     """The first candidate carrying the most-voted answer; the most likely one if nobody voted."""
-    if not sampler.candidates:
+    if not candidates:
         return None
     if votes:
         best = max(votes, key=lambda a: votes[a])  # max keeps the first of equals
-        return next(c for c in sampler.candidates if c.answer == best)
-    return max(sampler.candidates, key=lambda c: c.completion.mean_logprob)
+        return next(c for c in candidates if c.answer == best)
+    return max(candidates, key=lambda c: c.completion.mean_logprob)
