@@ -24,6 +24,10 @@ class ModelUnavailableError(RouterError):
     """A model cannot be loaded: not built, altered on disk, or its runtime is missing."""
 
 
+class BuildError(ModelUnavailableError):
+    """A model build step failed a check; the message says which and why."""
+
+
 class ModelNotBuiltError(ModelUnavailableError):
     """A model's files or manifest are missing; the message names the command that builds them."""
 

@@ -1,4 +1,4 @@
-"""A tiny random Llama with a tokenizer trained in the test: no download, exported like SmolLM2."""
+"""A tiny random Llama with a tokenizer trained in the test: no download, written like SmolLM2."""
 
 from __future__ import annotations
 
@@ -34,11 +34,11 @@ def train_tokenizer(path: Path) -> int:
 
 
 def build_tiny(out: Path, seed: int = 0, context: int = 256):
-    """Export a random 2-layer Llama to ``out`` with a manifest; returns the HF model."""
+    """Write a random 2-layer Llama to ``out`` with a manifest; returns the HF model."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from router.modelbuild.export import export_decoder
+    from router.modelbuild.graph import write_llama_decoder
 
     out.mkdir(parents=True, exist_ok=True)
     vocab = train_tokenizer(out / "tokenizer.json")
@@ -51,7 +51,7 @@ def build_tiny(out: Path, seed: int = 0, context: int = 256):
     model = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():  # sharpen the random logits so greedy choices are not near-ties
         model.lm_head.weight.mul_(4.0)
-    export_decoder(model, out / "model.onnx")
+    write_llama_decoder(model, out / "model.onnx")
     manifest = Manifest(
         name="tiny-llama",
         dtype="fp32",

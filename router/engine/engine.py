@@ -292,7 +292,8 @@ class Engine:
         mask = np.concatenate([state.mask, new_mask], axis=1)
         logits, kv = self._run(ids, mask, positions, state.kv)
         fed = np.flatnonzero(counts)
-        state.logits[fed] = logits[fed, counts[fed] - 1]
+        # Decoders from router/modelbuild/graph.py return only each row's last position.
+        state.logits[fed] = logits[fed, 0] if logits.shape[1] == 1 else logits[fed, counts[fed] - 1]
         state.kv, state.mask = kv, mask
         state.lengths = state.lengths + counts
         state._keepalive = []

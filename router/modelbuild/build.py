@@ -34,20 +34,15 @@ from router.engine.manifest import (
     manifest_path,
     sha256_file,
 )
-from router.errors import ModelUnavailableError
+from router.errors import BuildError, ModelUnavailableError
 from router.modelbuild.catalog import CATALOG, ModelSpec, spec
 
-BUILDER_VERSION = 1
-OPSET = 18
+BUILDER_VERSION = 2  # 2: the fused graph writer (router/modelbuild/graph.py) replaced torch.onnx.export
 SANITY_QUESTION = "What is the capital of France?"
 SANITY_TOKENS = 24
 IM_START = "<|im_start|>"
 
 log = logging.getLogger(__name__)
-
-
-class BuildError(ModelUnavailableError):
-    """A build step failed a check; the message says which and why."""
 
 
 def default_models_dir() -> Path:
@@ -136,14 +131,14 @@ def _build_fp32(model: ModelSpec, source: Path, source_sha: str, out: Path, say:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from router.modelbuild.export import export_decoder
+    from router.modelbuild.graph import OPSET, write_llama_decoder
 
     say("  loading the GGUF with transformers (dequantizing to float32) ...")
     hf_tok = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     hf_model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
     hf_model.eval()
-    say("  exporting the decoder with torch.onnx.export(dynamo=True) ...")
-    export_decoder(hf_model, out / "model.onnx", opset=OPSET)
+    say("  writing the decoder graph (fused ONNX Runtime operators) ...")
+    write_llama_decoder(hf_model, out / "model.onnx")
     hf_tok.backend_tokenizer.save(str(out / "tokenizer.json"))
 
     cfg = hf_model.config
@@ -177,9 +172,9 @@ def _build_fp32(model: ModelSpec, source: Path, source_sha: str, out: Path, say:
         notes=model.notes,
         build={
             "builder_version": BUILDER_VERSION,
-            "exporter": "torch.onnx.export(dynamo=True)",
+            "exporter": "router.modelbuild.graph (fused ONNX Runtime operators)",
             "opset": OPSET,
-            **_versions("torch", "transformers", "onnx", "onnxscript", "gguf"),
+            **_versions("torch", "transformers", "onnx", "gguf"),
         },
     )
     _write_manifest(out, manifest)  # provisional, so the engine can open the partial build
@@ -228,6 +223,7 @@ def _check_parity(model_dir: Path, hf_model, hf_tok, say: Callable[[str], None])
 
 
 def _build_int8(model: ModelSpec, base_dir: Path, out: Path, say: Callable[[str], None]) -> Manifest:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     base = load_manifest(base_dir)
@@ -238,6 +234,8 @@ def _build_int8(model: ModelSpec, base_dir: Path, out: Path, say: Callable[[str]
         weight_type=QuantType.QInt8,
         op_types_to_quantize=["MatMul"],
         per_channel=False,
+        # ONNX shape inference cannot type the outputs of ONNX Runtime's fused operators
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     shutil.copy2(base_dir / base.tokenizer_file, out / base.tokenizer_file)
     return replace(

@@ -74,7 +74,9 @@ def test_cancel_from_another_thread_stops_within_one_step(tiny: Engine) -> None:
     comps = tiny.generate(PROMPT, SamplingParams(temperature=1.0, max_new_tokens=120, seed=1), n=2, cancel=token)
     watcher.join()
     steps = tiny.stats.decode_steps - start_steps
-    assert {c.finish_reason for c in comps} == {FinishReason.CANCELLED}
+    # A sampled row of the random model may reach EOS before the cancel; the others must be cancelled.
+    reasons = [c.finish_reason for c in comps]
+    assert FinishReason.CANCELLED in reasons and set(reasons) <= {FinishReason.CANCELLED, FinishReason.EOS}
     assert steps - seen["at_cancel"] <= 1, "the decode loop went on after cancel"
     assert all(c.completion_tokens <= steps + 1 for c in comps)
 

@@ -1,0 +1,249 @@
+"""Write a Llama decoder straight to ONNX from its weights, with ONNX Runtime's fused operators.
+
+Why not ``torch.onnx.export(dynamo=True)`` (used up to builder version 1): the traced graph
+spells every layer out in ~60 small operators (RMSNorm as Pow/ReduceMean/Add/Sqrt/Reciprocal/Mul,
+rotary as Slice/Neg/Concat, the repeat of the KV heads as Expand/Reshape, ...). Each of its ~1,900
+nodes per step costs microseconds of dispatch next to tensors of a few hundred floats, and the
+ORT profile put ~45 % of a batch-1 decode step's kernel time outside MatMul; onnxscript's
+``optimize_for_ort`` fusions only took it to ~1,600 nodes. Here each layer is 13 nodes:
+
+    SkipSimplifiedLayerNormalization -> MatMul(q|k|v packed) -> Split -> RotaryEmbedding x2
+    -> Attention (ONNX opset 23: grouped-query heads, past/present cache, additive mask)
+    -> MatMul(o) -> SkipSimplifiedLayerNormalization -> MatMul(gate|up packed) -> Split
+    -> QuickGelu(alpha=1) (= SiLU) -> Mul -> MatMul(down)
+
+The interface is the optimum layout the engine already runs (``input_ids, attention_mask,
+position_ids, past_key_values.{i}.key/value`` -> ``logits, present.{i}.key/value``, caches
+``[batch, kv_heads, seq, head_dim]``) with one difference: ``logits`` is ``[batch, 1, vocab]``,
+the next-token logits after each row's last new token, since nothing else is ever sampled from
+(new tokens are padded at the end, so a row's last one is its count of unmasked new slots minus
+one). The semantics are the same otherwise: ``attention_mask`` covers past + new slots and may mask
+slots anywhere in the past (ragged rows after a fork), positions come from ``position_ids``. The mask becomes one additive bias ``[batch, 1, new, past + new]`` (masked slot
+or future slot -> the float minimum) shared by every layer.
+
+Only the plain Llama recipe is written (RMSNorm, SiLU MLP, default RoPE, no biases); anything
+else is refused with a clear error rather than built subtly wrong. Parity with transformers is
+checked at build time (``router/modelbuild/build.py``) and in the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from router.errors import BuildError
+
+OPSET = 23  # Attention, with grouped-query heads and a KV cache, is an ONNX operator from 23 on
+MS_DOMAIN = "com.microsoft"
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    """What the graph needs to know about the architecture."""
+
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    rms_norm_eps: float
+    rope_theta: float
+    max_positions: int
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> LlamaShape:
+        """From a transformers ``LlamaConfig``; refuses what this writer does not implement."""
+        if getattr(cfg, "model_type", "llama") != "llama":
+            raise BuildError(f"the fused graph writer implements Llama only, not {cfg.model_type!r}")
+        rope = dict(getattr(cfg, "rope_parameters", None) or {})
+        legacy = getattr(cfg, "rope_scaling", None) or {}
+        rope_type = rope.get("rope_type") or legacy.get("rope_type") or legacy.get("type") or "default"
+        if rope_type != "default":
+            raise BuildError(f"RoPE scaling {rope_type!r} is not implemented by the fused graph writer")
+        if getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False):
+            raise BuildError("attention or MLP biases are not implemented by the fused graph writer")
+        if getattr(cfg, "hidden_act", "silu") != "silu":
+            raise BuildError(f"activation {cfg.hidden_act!r} is not implemented by the fused graph writer")
+        theta = rope.get("rope_theta", getattr(cfg, "rope_theta", None))
+        if theta is None:
+            raise BuildError("the config has no rope_theta")
+        return cls(
+            num_layers=cfg.num_hidden_layers,
+            hidden_size=cfg.hidden_size,
+            intermediate_size=cfg.intermediate_size,
+            num_heads=cfg.num_attention_heads,
+            num_kv_heads=getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads,
+            head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads,
+            vocab_size=cfg.vocab_size,
+            rms_norm_eps=float(cfg.rms_norm_eps),
+            rope_theta=float(theta),
+            max_positions=int(cfg.max_position_embeddings),
+        )
+
+
+def rope_caches(shape: LlamaShape) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin ``[max_positions, head_dim / 2]`` of the default (non-interleaved) Llama RoPE.
+
+    Computed as transformers does (float32 inverse frequencies, float32 outer product) so the
+    angles round the same way.
+    """
+    import torch  # the same arithmetic as transformers' LlamaRotaryEmbedding
+
+    exponents = torch.arange(0, shape.head_dim, 2, dtype=torch.int64).float() / shape.head_dim
+    inv_freq = 1.0 / (shape.rope_theta**exponents)
+    angles = torch.outer(torch.arange(shape.max_positions, dtype=torch.int64).float(), inv_freq)
+    return angles.cos().numpy().astype(np.float32), angles.sin().numpy().astype(np.float32)
+
+
+class _Graph:
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._n = 0
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, domain: str = "", name: str = "",
+           outputs: list[str] | None = None, **attrs: Any) -> list[str]:
+        self._n += 1
+        node_name = name or f"{op_type}_{self._n}"
+        outs = outputs or [f"{node_name}/out{i}" for i in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=node_name, domain=domain or None, **attrs))
+        return outs
+
+
+def build_llama_graph(state: Mapping[str, np.ndarray], shape: LlamaShape) -> onnx.ModelProto:
+    """The decoder as an ONNX model. ``state`` holds the transformers parameter names as float32
+    arrays (``model.layers.{i}.self_attn.q_proj.weight`` ..., ``lm_head.weight`` optional when
+    tied).
+    """
+    g = _Graph()
+    s = shape
+    f32 = np.float32
+
+    def w(name: str) -> np.ndarray:
+        if name not in state:
+            raise BuildError(f"weight {name!r} is missing from the checkpoint")
+        return np.asarray(state[name], dtype=f32)
+
+    embed = w("model.embed_tokens.weight")
+    lm_head = np.asarray(state["lm_head.weight"], dtype=f32) if "lm_head.weight" in state else embed
+    g.const("embed_tokens", embed)
+    cos, sin = rope_caches(s)
+    g.const("rope_cos", cos)
+    g.const("rope_sin", sin)
+
+    # -- additive attention bias, shared by every layer ------------------------------------------
+    # allowed[b, i, j] = mask[b, j] and j <= past + i   (past = total - new)
+    new_len = g.op("Shape", ["input_ids"], start=1, end=2)[0]  # [1]
+    total_len = g.op("Shape", ["attention_mask"], start=1, end=2)[0]  # [1]
+    past_len = g.op("Sub", [total_len, new_len])[0]
+    zero = g.const("zero_i64", np.array(0, dtype=np.int64))
+    one = g.const("one_i64", np.array(1, dtype=np.int64))
+    new_scalar = g.op("Squeeze", [new_len])[0]
+    total_scalar = g.op("Squeeze", [total_len])[0]
+    q_pos = g.op("Add", [g.op("Range", [zero, new_scalar, one])[0], g.op("Squeeze", [past_len])[0]])[0]  # [new]
+    k_pos = g.op("Range", [zero, total_scalar, one])[0]  # [total]
+    causal = g.op("LessOrEqual", [g.op("Unsqueeze", [k_pos, g.const("axis0", np.array([0], np.int64))])[0],
+                                  g.op("Unsqueeze", [q_pos, g.const("axis1", np.array([1], np.int64))])[0]])[0]
+    slots = g.op("Cast", [g.op("Unsqueeze", ["attention_mask", g.const("axes12", np.array([1, 2], np.int64))])[0]],
+                 to=TensorProto.BOOL)[0]  # [B, 1, 1, total]
+    allowed = g.op("And", [causal, slots])[0]  # [B, 1, new, total]
+    bias = g.op("Where", [allowed, g.const("bias_open", np.array(0.0, f32)),
+                          g.const("bias_closed", np.array(np.finfo(f32).min, f32))])[0]
+
+    # -- layers -----------------------------------------------------------------------------------
+    hidden = g.op("Gather", ["embed_tokens", "input_ids"])[0]
+    residual: str | None = None
+    pending: str = hidden  # what the next norm adds to the residual stream
+    q_size, kv_size = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
+    eps = s.rms_norm_eps
+
+    def norm(x: str, resid: str | None, weight: str, tag: str) -> tuple[str, str]:
+        """RMSNorm of (x + resid); returns (normed, new residual)."""
+        if resid is None:
+            return g.op("SimplifiedLayerNormalization", [x, weight], axis=-1, epsilon=eps, name=tag)[0], x
+        normed, _, _, summed = g.op("SkipSimplifiedLayerNormalization", [x, resid, weight], n_out=4,
+                                    domain=MS_DOMAIN, epsilon=eps, name=tag)
+        return normed, summed
+
+    for i in range(s.num_layers):
+        p = f"model.layers.{i}"
+        in_norm = g.const(f"{p}.in_norm", w(f"{p}.input_layernorm.weight"))
+        h, residual = norm(pending, residual, in_norm, f"l{i}.in_norm")
+        qkv_w = np.concatenate([w(f"{p}.self_attn.{n}_proj.weight") for n in ("q", "k", "v")], axis=0).T
+        qkv = g.op("MatMul", [h, g.const(f"{p}.qkv", qkv_w)], name=f"l{i}.qkv")[0]
+        q, k, v = g.op("Split", [qkv, g.const(f"{p}.qkv_split", np.array([q_size, kv_size, kv_size], np.int64))],
+                       n_out=3, axis=-1, name=f"l{i}.qkv_split")
+        q = g.op("RotaryEmbedding", [q, "rope_cos", "rope_sin", "position_ids"], num_heads=s.num_heads,
+                 interleaved=0, name=f"l{i}.rope_q")[0]
+        k = g.op("RotaryEmbedding", [k, "rope_cos", "rope_sin", "position_ids"], num_heads=s.num_kv_heads,
+                 interleaved=0, name=f"l{i}.rope_k")[0]
+        attn = g.op("Attention", [q, k, v, bias, f"past_key_values.{i}.key", f"past_key_values.{i}.value"],
+                    outputs=[f"l{i}.attn", f"present.{i}.key", f"present.{i}.value"],
+                    q_num_heads=s.num_heads, kv_num_heads=s.num_kv_heads, scale=float(s.head_dim) ** -0.5,
+                    name=f"l{i}.attention")[0]
+        o = g.op("MatMul", [attn, g.const(f"{p}.o", w(f"{p}.self_attn.o_proj.weight").T)], name=f"l{i}.o")[0]
+        h, residual = norm(o, residual, g.const(f"{p}.post_norm", w(f"{p}.post_attention_layernorm.weight")),
+                           f"l{i}.post_norm")
+        gate_up_w = np.concatenate([w(f"{p}.mlp.gate_proj.weight"), w(f"{p}.mlp.up_proj.weight")], axis=0).T
+        gate_up = g.op("MatMul", [h, g.const(f"{p}.gate_up", gate_up_w)], name=f"l{i}.gate_up")[0]
+        gate, up = g.op("Split", [gate_up, g.const(f"{p}.mlp_split", np.array([s.intermediate_size] * 2, np.int64))],
+                        n_out=2, axis=-1, name=f"l{i}.mlp_split")
+        act = g.op("QuickGelu", [gate], domain=MS_DOMAIN, alpha=1.0, name=f"l{i}.silu")[0]  # x * sigmoid(x)
+        prod = g.op("Mul", [act, up], name=f"l{i}.gated")[0]
+        pending = g.op("MatMul", [prod, g.const(f"{p}.down", w(f"{p}.mlp.down_proj.weight").T)], name=f"l{i}.down")[0]
+
+    # Only each row's last new token needs logits (the next-token distribution): gather it before
+    # the head, so a prefill of n tokens runs the 49k-wide head once, not n times. A row's last new
+    # token is its count of unmasked new slots minus one (the engine pads new tokens at the end).
+    new_slots = g.op("Slice", ["attention_mask", past_len, total_len, g.const("axis1_1d", np.array([1], np.int64))])[0]
+    last = g.op("Max", [g.op("Sub", [g.op("ReduceSum", [new_slots, g.const("sum_axis", np.array([1], np.int64))],
+                                          keepdims=1)[0], one])[0], zero])[0]  # [B, 1]
+    index = g.op("Expand", [g.op("Unsqueeze", [last, g.const("axis2", np.array([2], np.int64))])[0],
+                            g.const("gather_shape", np.array([1, 1, s.hidden_size], np.int64))])[0]  # [B, 1, H]
+    pending = g.op("GatherElements", [pending, index], axis=1, name="last_hidden")[0]
+    residual = g.op("GatherElements", [residual, index], axis=1, name="last_residual")[0]
+    final, _ = norm(pending, residual, g.const("final_norm", w("model.norm.weight")), "final_norm")
+    # A tied head is stored a second time, transposed: FusedMatMul(transB) on the embedding table
+    # saved the 113 MB but made a batch-1 step 15% slower here.
+    g.op("MatMul", [final, g.const("lm_head", np.ascontiguousarray(lm_head.T))], outputs=["logits"], name="lm_head")
+
+    b, snew, total, past = "batch", "sequence", "total_sequence", "past_sequence"
+    inputs = [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, [b, snew]),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [b, total]),
+        helper.make_tensor_value_info("position_ids", TensorProto.INT64, [b, snew]),
+    ]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [b, 1, s.vocab_size])]
+    for i in range(s.num_layers):
+        for kv in ("key", "value"):
+            inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kv}", TensorProto.FLOAT,
+                                                        [b, s.num_kv_heads, past, s.head_dim]))
+            outputs.append(helper.make_tensor_value_info(f"present.{i}.{kv}", TensorProto.FLOAT,
+                                                         [b, s.num_kv_heads, total, s.head_dim]))
+    graph = helper.make_graph(g.nodes, "llama_decoder", inputs, outputs, initializer=g.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
+                              producer_name="router.modelbuild.graph")
+    model.ir_version = 10
+    return model
+
+
+def write_llama_decoder(model: Any, out_path: Path) -> Path:
+    """Write a transformers Llama causal LM (eval mode, float32) to ``out_path`` as one ONNX file."""
+    shape = LlamaShape.from_config(model.config)
+    state = {k: v.detach().to("cpu").float().numpy() for k, v in model.state_dict().items()}
+    proto = build_llama_graph(state, shape)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(proto, str(out_path))
+    return out_path
