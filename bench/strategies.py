@@ -2,13 +2,15 @@
 
 Question set: the generated families of router/evaluation/datasets.py (seed 1; the reward model
 was trained on seed 0) plus easy reasoning-gym tasks. For each temperature, every question gets
-one pool of 16 samples drawn from one prefill; SC@k, BoN@8 and pass@k are computed on the first
-k samples of that pool, so every row of a temperature sees the same samples (a paired
-comparison). Greedy and adaptive self-consistency are real strategy runs, timed end to end.
-Latency of pool-based rows is the pool's generation time (plus verifier time for BoN); SC@k for
-k < 16 has no latency of its own here.
+one pool of 16 samples drawn exactly as ``self_consistency`` draws them: one prefill, waves of 4
+with the strategy's per-wave seeds. SC@k, BoN@8 and pass@k use the first k samples of that pool,
+so every row of a temperature sees the same samples (a paired comparison). Greedy and adaptive
+self-consistency are real strategy runs, timed end to end; because the pool is drawn the way the
+strategy draws, the adaptive run's samples are the pool's first waves, and the report checks
+that they are (``paired``). Latency of pool-based rows is the pool's generation time (plus
+verifier time for BoN); SC@k for k < 16 has no latency of its own here.
 
-    python bench/strategies.py [--per-family 6] [--rg 4] [--temperatures 0.7,1.0] [--max-new-tokens 64]
+    python bench/strategies.py [--per-family 6] [--rg 4] [--temperatures 0.3,0.7] [--max-new-tokens 64]
 """
 
 from __future__ import annotations
@@ -30,14 +32,18 @@ from router.config import Settings  # noqa: E402
 from router.domain import Candidate, Plan, Query  # noqa: E402
 from router.engine import CancelToken, Engine, SamplingParams  # noqa: E402
 from router.evaluation.datasets import FAMILIES, REASONING_GYM, Question, generated, reasoning_gym  # noqa: E402
+from router.policy.tuning import wilson_interval  # noqa: E402
 from router.strategies import StrategyContext, get_strategy  # noqa: E402
-from router.strategies.sampling import tally  # noqa: E402
+from router.strategies.sampling import WaveSampler, beta_sure, tally  # noqa: E402
 from router.verifiers import ScoredItem, get_verifier  # noqa: E402
 from router.verifiers.answers import extract_answer  # noqa: E402
 
 POOL = 16
 SC_KS = (2, 4, 8, 16)
 BON_N = 8
+WAVE = 4
+ADAPTIVE_CONFIDENCE = 0.95
+REPLAY_CONFIDENCES = (0.6, 0.8, 0.9, 0.95, 0.99)
 VERIFIERS = ("self_likelihood", "agreement", "lm_judge", "reward_model")
 
 
@@ -54,6 +60,18 @@ def majority(cands: list[Candidate]) -> Candidate | None:
     return next(c for c in cands if c.answer == best)
 
 
+def replay_adaptive(cands: list[Candidate], right: list[bool], confidence: float) -> tuple[bool, int]:
+    """The Beta stopping rule replayed over the pool's waves: (majority right?, samples drawn)."""
+    k = 0
+    while k < len(cands):
+        k = min(k + WAVE, len(cands))
+        drawn = [Candidate(c.completion, answer=c.answer) for c in cands[:k]]
+        if beta_sure(tally(drawn), confidence):
+            break
+    chosen = majority([Candidate(c.completion, answer=c.answer) for c in cands[:k]])
+    return chosen is not None and right[chosen.completion.index], k
+
+
 def run_temperature(engine: Engine, qs: list[Question], temperature: float, max_new: int) -> dict:
     rows: dict[str, dict[str, list[float]]] = {}
 
@@ -66,13 +84,16 @@ def run_temperature(engine: Engine, qs: list[Question], temperature: float, max_
             r["latency"].append(latency)
 
     params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new, seed=0)
+    paired = 0  # questions whose adaptive run drew exactly the pool's first samples
     for i, q in enumerate(qs):
         start = time.perf_counter()
         [g] = engine.generate(q.text, SamplingParams(max_new_tokens=max_new))
         add("greedy", q.grade(g.text)[1], g.completion_tokens, 1, time.perf_counter() - start)
 
         start = time.perf_counter()
-        comps = engine.generate(q.text, params, n=POOL)
+        sampler = WaveSampler(StrategyContext(engine=engine, cancel=CancelToken()), Query(text=q.text), params)
+        sampler.draw_waves(POOL, WAVE)
+        comps = [c.completion for c in sampler.candidates]
         pool_s = time.perf_counter() - start
         # Strategies vote on what their own extractor reads (no choices); the grader then judges the
         # chosen candidate's text strictly (with the question's choices).
@@ -83,6 +104,10 @@ def run_temperature(engine: Engine, qs: list[Question], temperature: float, max_
             return cand is not None and right[cand.completion.index]
 
         add("sample@1", right[0], comps[0].completion_tokens, 1, None)
+        for conf in REPLAY_CONFIDENCES:
+            ok, k = replay_adaptive(cands, right, conf)
+            add(f"replayed adaptive SC, confidence {conf}", ok,
+                sum(c.completion_tokens for c in comps[:k]), k, None)
         for k in SC_KS:
             sub = [Candidate(c.completion, answer=c.answer) for c in cands[:k]]
             tokens = sum(c.completion.completion_tokens for c in sub)
@@ -108,22 +133,25 @@ def run_temperature(engine: Engine, qs: list[Question], temperature: float, max_
             add(f"weighted@8 {name}", correct(top), tokens, BON_N, None)
 
         plan = Plan("adaptive", "self_consistency", POOL, params, "bench", "0", "bench",
-                    options={"wave": 4, "stop_rule": "beta", "confidence": 0.95})
+                    options={"wave": WAVE, "stop_rule": "beta", "confidence": ADAPTIVE_CONFIDENCE})
         start = time.perf_counter()
         out = get_strategy("self_consistency").run(Query(text=q.text), plan,
                                                    StrategyContext(engine=engine, cancel=CancelToken()))
         add("adaptive SC (<=16)", bool(out.answer) and q.grade(out.text)[1], out.usage.completion_tokens,
             out.usage.samples, time.perf_counter() - start)
+        paired += [c.completion.token_ids for c in out.candidates] == [c.token_ids for c in comps[: out.usage.samples]]
         print(f"  T={temperature} {i + 1}/{len(qs)} {q.family}", flush=True)
-    return {
+    summary = {
         name: {
             "accuracy": round(statistics.mean(r["correct"]), 3),
+            "accuracy_ci95": [round(x, 3) for x in wilson_interval(sum(r["correct"]), len(r["correct"]))],
             "mean_tokens": round(statistics.mean(r["tokens"]), 1),
             "mean_samples": round(statistics.mean(r["samples"]), 2),
             "p50_latency_s": round(statistics.median(r["latency"]), 2) if r["latency"] else None,
         }
         for name, r in rows.items()
     }
+    return {"rows": summary, "paired": paired, "questions": len(qs)}
 
 
 def adaptive_met(sc16: dict, adaptive: dict) -> bool:
@@ -134,7 +162,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--per-family", type=int, default=6)
     parser.add_argument("--rg", type=int, default=4)
-    parser.add_argument("--temperatures", default="0.7,1.0")
+    parser.add_argument("--temperatures", default="0.3,0.7")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
@@ -157,17 +185,20 @@ def main() -> int:
              "", f"{len(qs)} questions ({', '.join(report['families'])}), {args.max_new_tokens} new tokens at most, "
              f"pools of {POOL} samples per question and temperature; peak RSS {report['peak_rss_mb']} MB. "
              f"Machine: {info['cpu']}, {info['logical_cores']} cores, {info['ram_gb']} GB.", ""]
-    for t, res in results.items():
-        lines += [f"## T = {t}", "", "| strategy | accuracy | mean tokens | mean samples | p50 latency s |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {n} | {r['accuracy']} | {r['mean_tokens']} | {r['mean_samples']} | "
+    for t, run in results.items():
+        res = run["rows"]
+        lines += [f"## T = {t}", "", "| strategy | accuracy | 95% CI | mean tokens | mean samples | p50 latency s |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {n} | {r['accuracy']} | {r['accuracy_ci95'][0]}–{r['accuracy_ci95'][1]} | {r['mean_tokens']} | "
+                  f"{r['mean_samples']} | "
                   f"{r['p50_latency_s'] if r['p50_latency_s'] is not None else '—'} |" for n, r in res.items()]
         sc16, ad = res["SC@16"], res["adaptive SC (<=16)"]
         bon, sc8 = res["BoN@8 reward_model"], res["SC@8"]
         lines += ["", f"Adaptive SC vs SC@16: accuracy {ad['accuracy']} vs {sc16['accuracy']} "
                   f"({(ad['accuracy'] - sc16['accuracy']) * 100:+.1f} pt), samples {ad['mean_samples']} vs 16 "
                   f"({16 / max(ad['mean_samples'], 1e-9):.1f}x fewer); target within 0.5 pt using >= 3x fewer: "
-                  f"{'met' if adaptive_met(sc16, ad) else 'NOT met'}.",
+                  f"{'met' if adaptive_met(sc16, ad) else 'NOT met'}. Paired: the adaptive run drew exactly the "
+                  f"pool's first samples on {run['paired']}/{run['questions']} questions.",
                   f"BoN@8 reward model vs SC@8: {bon['accuracy']} vs {sc8['accuracy']}: "
                   f"{'met' if bon['accuracy'] > sc8['accuracy'] else 'NOT met'}.", ""]
     (args.out_dir / "strategies.md").write_text("\n".join(lines) + "\n")
