@@ -18,8 +18,9 @@ position_ids, past_key_values.{i}.key/value`` -> ``logits, present.{i}.key/value
 the next-token logits after each row's last new token, since nothing else is ever sampled from
 (new tokens are padded at the end, so a row's last one is its count of unmasked new slots minus
 one). The semantics are the same otherwise: ``attention_mask`` covers past + new slots and may mask
-slots anywhere in the past (ragged rows after a fork), positions come from ``position_ids``. The mask becomes one additive bias ``[batch, 1, new, past + new]`` (masked slot
-or future slot -> the float minimum) shared by every layer.
+slots anywhere in the past (ragged rows after a fork), positions come from ``position_ids``.
+The mask becomes one additive bias ``[batch, 1, new, past + new]`` (masked slot or future slot ->
+the float minimum) shared by every layer.
 
 Only the plain Llama recipe is written (RMSNorm, SiLU MLP, default RoPE, no biases); anything
 else is refused with a clear error rather than built subtly wrong. Parity with transformers is
