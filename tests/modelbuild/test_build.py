@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from router.engine import Engine
 from router.modelbuild.build import BuildError, build, locate_source
 from router.modelbuild.catalog import CATALOG, DEFAULT_MODEL, ModelSpec, spec
 
@@ -55,3 +56,26 @@ def test_int8_variant_is_quantized_from_the_fp32_build(smollm2_dir: Path) -> Non
     engine = Engine.load(out, SessionSettings(providers=(CPU,)))
     c = engine.generate("What is the capital of France?", SamplingParams(max_new_tokens=24))[0]
     assert c.completion_tokens > 0 and c.text.strip()
+
+
+@pytest.mark.slow
+def test_q4_variant_keeps_the_gguf_blocks_and_answers_like_fp32(smollm2: Engine, smollm2_dir: Path) -> None:
+    """Same weights as fp32, bit for bit: greedy output equals the fp32 model's, from a file half
+    the size whose projections are MatMulNBits."""
+    import onnx
+
+    from router.engine import SamplingParams
+    from router.engine.manifest import load_manifest
+    from router.engine.session import CPU, SessionSettings
+    from router.modelbuild.catalog import SMOLLM2_Q4
+
+    out = build(SMOLLM2_Q4, smollm2_dir.parent, say=lambda _: None)
+    manifest = load_manifest(out)
+    assert manifest.dtype == "q4_1" and manifest.source == load_manifest(smollm2_dir).source
+    assert (out / "model.onnx").stat().st_size < 0.55 * (smollm2_dir / "model.onnx").stat().st_size
+    ops = [node.op_type for node in onnx.load(out / "model.onnx", load_external_data=False).graph.node]
+    assert ops.count("MatMulNBits") == 4 * manifest.architecture.num_layers
+    q4 = Engine.load(out, SessionSettings(providers=(CPU,)))
+    params = SamplingParams(max_new_tokens=48)
+    for prompt in ("What is the capital of France?", "Add 17 and 25.", "Which is larger, 19 or 71?"):
+        assert q4.generate(prompt, params)[0].token_ids == smollm2.generate(prompt, params)[0].token_ids

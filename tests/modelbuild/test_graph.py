@@ -14,6 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from router.errors import BuildError
 from router.modelbuild.graph import LlamaShape, write_llama_decoder
+from router.modelbuild.q4 import Q4Blocks
 
 LAYERS, KV_HEADS, HEAD_DIM = 2, 2, 16
 
@@ -117,3 +118,49 @@ def test_unsupported_architectures_are_refused(change: dict, message: str) -> No
                       num_attention_heads=4, num_key_value_heads=2, **change)
     with pytest.raises(BuildError, match=message):
         LlamaShape.from_config(cfg)
+
+
+def _blocks_for(rows: int, cols: int, rng: np.random.Generator) -> Q4Blocks:
+    n_blocks = cols // 32
+    return Q4Blocks(q=rng.integers(0, 16, (rows, n_blocks, 32)).astype(np.uint8),
+                    d=rng.uniform(0.001, 0.02, (rows, n_blocks)).astype(np.float32),
+                    m=rng.uniform(-0.1, 0.0, (rows, n_blocks)).astype(np.float32))
+
+
+def test_q4_blocks_give_the_same_logits_as_their_fp32_dequantization(tmp_path: Path) -> None:
+    """Give a tiny Llama Q4_1-representable weights: the 4-bit graph (MatMulNBits + the per-block
+    min correction) must compute what the fp32 graph computes from the dequantized weights."""
+    torch.manual_seed(5)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=LAYERS,
+                      num_attention_heads=4, num_key_value_heads=KV_HEADS, max_position_embeddings=64)
+    model = LlamaForCausalLM(cfg).eval()
+    rng = np.random.default_rng(0)
+    q4 = {}
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("_proj.weight"):
+                q4[name] = _blocks_for(*param.shape, rng)
+                param.copy_(torch.from_numpy(q4[name].dequantize()))
+    fp32 = ort.InferenceSession(str(write_llama_decoder(model, tmp_path / "fp32.onnx")))
+    packed = write_llama_decoder(model, tmp_path / "q4.onnx", q4)
+    ops = Counter(node.op_type for node in onnx.load(str(packed)).graph.node)
+    assert ops["MatMulNBits"] == 4 * LAYERS  # q|k|v, o, gate|up, down
+    q4_session = ort.InferenceSession(str(packed))
+    ids = rng.integers(0, 97, (2, 7)).astype(np.int64)
+    mask, pos = np.ones((2, 7), np.int64), np.tile(np.arange(7), (2, 1)).astype(np.int64)
+    ours, ours_cache = run(q4_session, ids, mask, pos)
+    ref, ref_cache = run(fp32, ids, mask, pos)
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    for a, b in zip(ours_cache, ref_cache, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_q4_blocks_that_do_not_match_the_weights_are_refused(tmp_path: Path) -> None:
+    torch.manual_seed(6)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=KV_HEADS, max_position_embeddings=64)
+    model = LlamaForCausalLM(cfg).eval()
+    name = "model.layers.0.mlp.down_proj.weight"
+    blocks = _blocks_for(64, 96, np.random.default_rng(1))  # random, not this model's weights
+    with pytest.raises(BuildError, match="do not dequantize"):
+        write_llama_decoder(model, tmp_path / "bad.onnx", {name: blocks})
