@@ -75,7 +75,6 @@ def label_questions() -> list[tuple[Question, str]]:
 # -- phase 1: samples -------------------------------------------------------------------------
 def build_pool(limit: int | None) -> None:
     from router.config import Settings
-    from router.engine import Engine
     from router.verifiers import ScoredItem, get_verifier
     from router.verifiers.answers import extract_answer
 
@@ -84,7 +83,7 @@ def build_pool(limit: int | None) -> None:
     if not todo:
         return
     settings = Settings()
-    engine = Engine.load(settings.model_dir(), settings.engine.session(), settings.engine.max_samples)
+    engine = settings.load_engine()
     specs = {lv.name: lv for lv in label_policy().levels}
     greedy_params, sample_params = specs["single"].sampling, specs["self_consistency"].sampling
     rm = get_verifier("reward_model")

@@ -4,10 +4,11 @@ What is compared, and why:
 
 1. Greedy batch-1 generation (tokens/s): transformers ``generate`` on torch CPU (the reference the
    model was converted from) vs the engine with the fp32, the int8 and the q4 ONNX decoder (q4:
-   the GGUF's own 4-bit blocks, the same weights as fp32) and llama.cpp on the same GGUF when
-   ``llama_cpp`` is importable. All peers get the same token ids
-   and the same thread count. Batch-1 decode is memory-bound: every weight is read once per
-   token, so this measures how little each runtime adds on top of that read.
+   the GGUF's own 4-bit blocks, the same weights as fp32), fp32 with its one-row decode steps on
+   q4 (``engine.single_row_model``), and llama.cpp on the same GGUF when ``llama_cpp`` is
+   importable. All peers get the same token ids and the same thread count. Batch-1 decode is
+   memory-bound: every weight is read once per token, so this measures how little each runtime
+   adds on top of that read.
 2. ``n=8`` samples from one prefill (``Engine.generate(..., n=8)``) vs eight sequential ``n=1``
    runs. Batched rows share each weight read, so eight samples should cost far less than eight
    times one; this is what makes best-of-n and voting affordable.
@@ -80,9 +81,10 @@ LONG_PROMPT_SENTENCES = (
     "The mayor promised every spring that the clock would be repaired before the harvest fair.",
 )
 
-SECTIONS = ("hf", "fp32", "int8", "q4", "llama-cpp")
-ENGINE_MODELS = {"fp32": SMOLLM2, "int8": SMOLLM2_INT8, "q4": SMOLLM2_Q4}
-VARIANTS = ("int8", "q4")  # measured against fp32
+SECTIONS = ("hf", "fp32", "int8", "q4", "fp32+q4", "llama-cpp")
+ENGINE_MODELS = {"fp32": SMOLLM2, "int8": SMOLLM2_INT8, "q4": SMOLLM2_Q4, "fp32+q4": SMOLLM2}
+SINGLE_ROW_MODELS = {"fp32+q4": SMOLLM2_Q4}  # engine.single_row_model of that variant
+VARIANTS = ("int8", "q4", "fp32+q4")  # measured against fp32
 
 
 @dataclass(frozen=True)
@@ -279,7 +281,9 @@ def section_engine(config: Config, variant: str) -> dict[str, Any]:
     from router.engine.session import CPU, SessionSettings
 
     settings = SessionSettings(providers=(CPU,), intra_op_threads=config.threads)
-    engine, load_s = timed(lambda: Engine.load(config.models_dir / ENGINE_MODELS[variant], settings))
+    single_row = SINGLE_ROW_MODELS.get(variant)
+    engine, load_s = timed(lambda: Engine.load(config.models_dir / ENGINE_MODELS[variant], settings,
+                                               single_row_dir=config.models_dir / single_row if single_row else None))
     rss_loaded = current_rss_mb()
     prompts = greedy_prompts(engine.tokenizer)
     return {
@@ -390,6 +394,8 @@ def ensure_built(models_dir: Path, variant: str) -> None:
     from router.modelbuild.build import build
 
     build(ENGINE_MODELS[variant], models_dir)
+    if variant in SINGLE_ROW_MODELS:
+        build(SINGLE_ROW_MODELS[variant], models_dir)
 
 
 def compare_outputs(results: dict[str, Any]) -> dict[str, Any]:
@@ -495,7 +501,8 @@ def _greedy_md(report: dict[str, Any]) -> list[str]:
     hf_rate = res["hf"]["greedy"]["tokens_per_s"] if "hf" in res else None
     rows = []
     for name, label in (("hf", "transformers (torch CPU)"), ("fp32", "engine fp32"), ("int8", "engine int8"),
-                        ("q4", "engine q4 (GGUF blocks)"), ("llama-cpp", "llama.cpp (GGUF Q4_1)")):
+                        ("q4", "engine q4 (GGUF blocks)"), ("fp32+q4", "engine fp32, single-row steps on q4"),
+                        ("llama-cpp", "llama.cpp (GGUF Q4_1)")):
         r = res.get(name)
         if r is None or "greedy" not in r:
             rows.append([label, r.get("status", "skipped") if r else "skipped", "", ""])

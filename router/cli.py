@@ -37,10 +37,10 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _generate(args: argparse.Namespace, settings: Settings) -> int:
-    from router.engine import Engine, SamplingParams
+    from router.engine import SamplingParams
 
     load_start = time.perf_counter()
-    engine = Engine.load(settings.model_dir(args.model), settings.engine.session(), settings.engine.max_samples)
+    engine = settings.load_engine(settings.model_dir(args.model))
     load_s = time.perf_counter() - load_start
     params = SamplingParams(
         temperature=args.temperature,

@@ -20,7 +20,6 @@ from router.admission import ComputeSlots
 from router.config import Settings
 from router.core import CoreLimits, Router
 from router.difficulty.scorer import DifficultyScorer
-from router.engine import Engine
 from router.interceptors import ErrorsAndMetrics
 from router.metrics import Metrics
 from router.policy import PolicySet, load_policies
@@ -89,7 +88,7 @@ class RouterServer:
     async def load(self) -> None:
         """Read the model once, warm it up, then report SERVING."""
         s, e = self.settings.server, self.settings.engine
-        engine = await asyncio.to_thread(Engine.load, self.settings.model_dir(), e.session(), e.max_samples)
+        engine = await asyncio.to_thread(self.settings.load_engine)
         slots = ComputeSlots(s.compute_slots, s.retry_after_s)
         self.metrics.slots_capacity.set(s.compute_slots)
         self.metrics.slots_in_use.set_function(lambda: slots.in_use)

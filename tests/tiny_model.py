@@ -33,8 +33,35 @@ def train_tokenizer(path: Path) -> int:
     return tok.get_vocab_size()
 
 
-def build_tiny(out: Path, seed: int = 0, context: int = 256):
-    """Write a random 2-layer Llama to ``out`` with a manifest; returns the HF model."""
+def q4_representable(model, seed: int) -> dict:
+    """Give every projection of ``model`` random Q4_1 blocks' values; returns the blocks by name."""
+    import numpy as np
+    import torch
+
+    from router.modelbuild.q4 import Q4Blocks
+
+    rng = np.random.default_rng(seed)
+    blocks = {}
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("_proj.weight"):
+                rows, cols = param.shape
+                b = Q4Blocks(q=rng.integers(0, 16, (rows, cols // 32, 32)).astype(np.uint8),
+                             d=rng.uniform(0.002, 0.02, (rows, cols // 32)).astype(np.float32),
+                             m=rng.uniform(-0.15, 0.0, (rows, cols // 32)).astype(np.float32))
+                param.copy_(torch.from_numpy(b.dequantize()))
+                blocks[name] = b
+    return blocks
+
+
+def build_tiny(out: Path, seed: int = 0, context: int = 256, q4_dir: Path | None = None):
+    """Write a random 2-layer Llama to ``out`` with a manifest; returns the HF model.
+
+    With ``q4_dir``, the projections get Q4_1-representable weights and a q4 build of the same
+    weights goes to ``q4_dir`` (as ``router models build`` makes ``smollm2-135m-instruct-q4``).
+    """
+    import shutil
+
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -51,11 +78,22 @@ def build_tiny(out: Path, seed: int = 0, context: int = 256):
     model = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():  # sharpen the random logits so greedy choices are not near-ties
         model.lm_head.weight.mul_(4.0)
+    q4 = q4_representable(model, seed) if q4_dir is not None else None
     write_llama_decoder(model, out / "model.onnx")
+    _write_manifest(out, "tiny-llama", "fp32", seed, vocab, context)
+    if q4_dir is not None:
+        q4_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(out / "tokenizer.json", q4_dir / "tokenizer.json")
+        write_llama_decoder(model, q4_dir / "model.onnx", q4)
+        _write_manifest(q4_dir, "tiny-llama-q4", "q4_1", seed, vocab, context)
+    return model
+
+
+def _write_manifest(out: Path, name: str, dtype: str, seed: int, vocab: int, context: int) -> None:
     manifest = Manifest(
-        name="tiny-llama",
-        dtype="fp32",
-        source={"kind": "random", "seed": seed},
+        name=name,
+        dtype=dtype,
+        source={"kind": "random", "seed": seed, "sha256": f"random-seed-{seed}"},
         files={f: sha256_file(out / f) for f in ("model.onnx", "tokenizer.json")},
         architecture=Architecture(
             family="llama", num_layers=2, hidden_size=64, num_attention_heads=4, num_kv_heads=2,
@@ -67,4 +105,3 @@ def build_tiny(out: Path, seed: int = 0, context: int = 256):
         build={"builder_version": 0},
     )
     (out / "manifest.json").write_text(manifest.to_json())
-    return model

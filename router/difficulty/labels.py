@@ -15,7 +15,6 @@ import random
 from pathlib import Path
 
 from router.config import Settings
-from router.engine import Engine
 from router.evaluation.datasets import label_set
 from router.evaluation.runner import ProgressLine, run_levels
 from router.policy.ladder import Policy, default_ladder
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=LABELS)
     args = ap.parse_args(argv)
     settings = Settings()
-    engine = Engine.load(settings.model_dir(), settings.engine.session(), settings.engine.max_samples)
+    engine = settings.load_engine()
     policy = label_policy()
     questions = label_set(args.per_family, args.per_task, seed=args.seed)
     random.Random(args.seed).shuffle(questions)

@@ -11,6 +11,10 @@ Why it looks like this:
   partial answer and stop each at a step delimiter (a stop string such as ``"\\n"``).
 - Cancellation and deadlines are checked before every decode step; a stopped call returns what
   it has, marked ``cancelled`` or ``deadline``, and its cache is released on return.
+- Optionally a second build of the *same weights* (the q4 variant: the GGUF's 4-bit blocks) runs
+  the one-row, one-token decode steps, where it is 1.28x faster, while prefills and batches stay
+  on the main decoder, where it is slower. Both read and write the same cache layout, so a
+  sequence moves between them freely.
 
 The engine knows ONNX Runtime, the tokenizer and sampling; it knows nothing of policies.
 """
@@ -32,7 +36,7 @@ from router.engine.session import SessionSettings, device_of, open_session
 from router.engine.state import SequenceState
 from router.engine.tokenizer import ChatTokenizer
 from router.engine.types import CancelToken, Completion, FinishReason, Prompt, SamplingParams
-from router.errors import InvalidArgumentError
+from router.errors import InvalidArgumentError, ModelIntegrityError
 
 TokenCallback = Callable[[list[tuple[int, int]]], None]
 
@@ -44,6 +48,7 @@ class EngineStats:
     forward_calls: int = 0
     decode_steps: int = 0
     generated_tokens: int = 0
+    single_row_forwards: int = 0  # forwards run by the single-row decoder
 
 
 class Engine:
@@ -55,12 +60,14 @@ class Engine:
         manifest: Manifest,
         session: ort.InferenceSession,
         max_samples: int = 64,
+        single_row_session: ort.InferenceSession | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.manifest = manifest
         self.max_samples = max_samples
         self.tokenizer = ChatTokenizer(model_dir / manifest.tokenizer_file, manifest.chat_template)
         self._session = session
+        self._single_row = single_row_session
         self._device = device_of(session)
         arch = manifest.architecture
         self._past_names = [f"past_key_values.{i}.{kv}" for i in range(arch.num_layers) for kv in ("key", "value")]
@@ -75,11 +82,26 @@ class Engine:
         model_dir: Path,
         session_settings: SessionSettings | None = None,
         max_samples: int = 64,
+        single_row_dir: Path | None = None,
     ) -> Engine:
-        """Verify the manifest's sha256s, then open the decoder."""
+        """Verify the manifest's sha256s, then open the decoder (and the single-row decoder, which
+        must be a build of the same source with the same architecture and tokenizer)."""
         manifest = load_manifest(model_dir)
-        session = open_session(model_dir / manifest.decoder_file, session_settings or SessionSettings())
-        return cls(model_dir, manifest, session, max_samples=max_samples)
+        settings = session_settings or SessionSettings()
+        session = open_session(model_dir / manifest.decoder_file, settings)
+        single_row = None
+        if single_row_dir is not None:
+            other = load_manifest(single_row_dir)
+            same = (other.source.get("sha256") == manifest.source.get("sha256")
+                    and other.architecture == manifest.architecture
+                    and other.files.get(other.tokenizer_file) == manifest.files.get(manifest.tokenizer_file))
+            if not same:
+                raise ModelIntegrityError(
+                    f"{single_row_dir.name} cannot run {model_dir.name}'s single-row steps: it is not a build of "
+                    "the same source with the same architecture and tokenizer"
+                )
+            single_row = open_session(single_row_dir / other.decoder_file, settings)
+        return cls(model_dir, manifest, session, max_samples=max_samples, single_row_session=single_row)
 
     # -- facts ---------------------------------------------------------------------------------
     @property
@@ -303,7 +325,12 @@ class Engine:
     def _run(
         self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, kv: list[ort.OrtValue]
     ) -> tuple[np.ndarray, list[ort.OrtValue]]:
-        binding = self._session.io_binding()
+        session = self._session
+        if self._single_row is not None and ids.shape == (1, 1):
+            session = self._single_row
+            with self._stats_lock:
+                self.stats.single_row_forwards += 1
+        binding = session.io_binding()
         binding.bind_cpu_input("input_ids", ids)
         binding.bind_cpu_input("attention_mask", mask)
         binding.bind_cpu_input("position_ids", np.ascontiguousarray(positions))
@@ -312,6 +339,6 @@ class Engine:
         binding.bind_output("logits", "cpu")
         for name in self._present_names:
             binding.bind_output(name, self._device)
-        self._session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
         outputs = binding.get_outputs()
         return outputs[0].numpy(), list(outputs[1:])

@@ -259,7 +259,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _in_process(args: argparse.Namespace, need_scorer: bool) -> Target:
     from router.config import Settings
-    from router.engine import Engine
     from router.evaluation.targets import InProcess
     from router.policy.loader import load_policies
 
@@ -270,7 +269,7 @@ def _in_process(args: argparse.Namespace, need_scorer: bool) -> Target:
         from router.difficulty.scorer import DifficultyScorer
 
         scorer = DifficultyScorer(settings.difficulty_dir)
-    engine = Engine.load(args.model_dir or settings.model_dir(), settings.engine.session(), settings.engine.max_samples)
+    engine = settings.load_engine(args.model_dir)
     return InProcess(engine, policies, scorer, max_new_tokens=args.max_new_tokens)
 
 
