@@ -12,8 +12,8 @@ Why it looks like this:
 - Cancellation and deadlines are checked before every decode step; a stopped call returns what
   it has, marked ``cancelled`` or ``deadline``, and its cache is released on return.
 - Optionally a second build of the *same weights* (the q4 variant: the GGUF's 4-bit blocks) runs
-  the one-row, one-token decode steps, where it is 1.28x faster, while prefills and batches stay
-  on the main decoder, where it is slower. Both read and write the same cache layout, so a
+  the one-row, one-token decode steps, where it is faster (it reads half the bytes), while
+  prefills and batches stay on the main decoder, where q4 is slower. Both read and write the same cache layout, so a
   sequence moves between them freely.
 
 The engine knows ONNX Runtime, the tokenizer and sampling; it knows nothing of policies.
