@@ -5,6 +5,10 @@
 What it checks (the CPU machines here cannot):
 - the CUDA execution provider really is in use (no silent CPU fallback: fallback is disallowed);
 - the KV cache stays on the device (the engine binds presents to ``cuda`` via IOBinding);
+- every node of the decoder has a CUDA kernel: a second session with ONNX Runtime's
+  ``session.disable_cpu_ep_fallback`` opens, or refuses because some node would fall back to the
+  CPU (the decoder uses the opset-23 ``Attention``, whose CUDA kernel is recent; some builds also
+  keep small shape nodes on the CPU on purpose, so a refusal needs a look at the verbose log);
 - greedy tokens equal the CPU path's on 3 prompts x 64 tokens (first divergence reported);
 - greedy batch-1 and n=8 sampling tokens/s on CUDA next to CPU, in the same run.
 Results go to ``gpu_check.json`` and ``gpu_check.md`` in ``--out``.
@@ -44,6 +48,19 @@ def tokens_per_s(engine: Engine, prompt: str, params: SamplingParams, n: int, re
     return statistics.median(rates)
 
 
+def cuda_only_placement(model_file: Path) -> dict[str, object]:
+    """Does every node get a CUDA kernel? (A session that may not fall back to the CPU opens or not.)"""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    try:
+        ort.InferenceSession(str(model_file), options, providers=[CUDA])
+    except Exception as exc:  # noqa: BLE001 - the message names the nodes; it is the result
+        return {"all_nodes_on_cuda": False, "error": str(exc)[:2000]}
+    return {"all_nodes_on_cuda": True, "error": ""}
+
+
 def first_divergence(a: list[int], b: list[int]) -> int | None:
     for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
@@ -79,7 +96,9 @@ def main() -> int:
     gpu_name = subprocess.run(
         ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"], capture_output=True, text=True
     ).stdout.strip()
+    placement = cuda_only_placement(model_dir / gpu.manifest.decoder_file)
     report = {
+        "placement": placement,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"gpu": gpu_name, "host": platform.node(), "python": platform.python_version()},
         "providers": {"gpu_engine": gpu.providers, "cpu_engine": cpu.providers},
@@ -92,6 +111,8 @@ def main() -> int:
         f"# GPU check — {report['date']}",
         "",
         f"GPU: {gpu_name}; providers in use: {gpu.providers}",
+        "",
+        f"Every decoder node has a CUDA kernel: {placement['all_nodes_on_cuda']} {placement['error'][:300]}",
         "",
         "| prompt | greedy equal to CPU | first divergence |",
         "|---|---|---|",
