@@ -121,7 +121,7 @@ class ErrorsAndMetrics:
 
     def _wrap_unary(self, rpc: str, inner: Callable) -> Callable:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start, code = time.perf_counter(), "OK"
+            start, code, observed = time.perf_counter(), "OK", False
             try:
                 return await inner(request, context)
             except grpc.aio.AbortError:
@@ -130,15 +130,19 @@ class ErrorsAndMetrics:
             except Exception as exc:  # noqa: BLE001 - every failure becomes a status, never a traceback
                 status = status_for(exc)
                 code = status.code.name
+                # Counted before the abort sends the status, so a caller holding the error sees the count.
+                self._observe(rpc, code, start, context)
+                observed = True
                 await context.abort(status.code, status.details, status.trailing_metadata)
             finally:
-                self._observe(rpc, code, start, context)
+                if not observed:
+                    self._observe(rpc, code, start, context)
 
         return unary
 
     def _wrap_stream(self, rpc: str, inner: Callable) -> Callable:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            start, code = time.perf_counter(), "OK"
+            start, code, observed = time.perf_counter(), "OK", False
             try:
                 async for item in inner(request, context):
                     yield item
@@ -148,9 +152,12 @@ class ErrorsAndMetrics:
             except Exception as exc:  # noqa: BLE001
                 status = status_for(exc)
                 code = status.code.name
+                self._observe(rpc, code, start, context)  # before the abort, as in unary
+                observed = True
                 await context.abort(status.code, status.details, status.trailing_metadata)
             finally:
-                self._observe(rpc, code, start, context)
+                if not observed:
+                    self._observe(rpc, code, start, context)
 
         return stream
 
