@@ -57,3 +57,16 @@ def test_a_decoder_of_other_weights_is_refused(pair: tuple[Path, Path], tmp_path
     (other / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelIntegrityError, match="not a build of the same source"):
         Engine.load(fp32_dir, SESSION, single_row_dir=other)
+
+
+def test_settings_wire_the_single_row_model(pair: tuple[Path, Path]) -> None:
+    from router.config import EngineSettings, Settings
+
+    fp32_dir, q4_dir = pair
+    settings = Settings(models_dir=fp32_dir.parent, model=fp32_dir.name,
+                        engine=EngineSettings(providers=[CPU], single_row_model=q4_dir.name))
+    engine = settings.load_engine()
+    engine.generate(PROMPTS[0], SamplingParams(max_new_tokens=6))
+    assert engine.stats.single_row_forwards > 0
+    off = Settings(models_dir=fp32_dir.parent, model=fp32_dir.name, engine=EngineSettings(providers=[CPU]))
+    assert off.single_row_dir() is None and off.load_engine().stats.single_row_forwards == 0
