@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from router.errors import BuildError
 from router.modelbuild.graph import LlamaShape, write_llama_decoder
-from router.modelbuild.q4 import Q4Blocks
+from tests.tiny_model import q4_representable
 
 LAYERS, KV_HEADS, HEAD_DIM = 2, 2, 16
 
@@ -120,13 +120,6 @@ def test_unsupported_architectures_are_refused(change: dict, message: str) -> No
         LlamaShape.from_config(cfg)
 
 
-def _blocks_for(rows: int, cols: int, rng: np.random.Generator) -> Q4Blocks:
-    n_blocks = cols // 32
-    return Q4Blocks(q=rng.integers(0, 16, (rows, n_blocks, 32)).astype(np.uint8),
-                    d=rng.uniform(0.001, 0.02, (rows, n_blocks)).astype(np.float32),
-                    m=rng.uniform(-0.1, 0.0, (rows, n_blocks)).astype(np.float32))
-
-
 def test_q4_blocks_give_the_same_logits_as_their_fp32_dequantization(tmp_path: Path) -> None:
     """Give a tiny Llama Q4_1-representable weights: the 4-bit graph (MatMulNBits + the per-block
     min correction) must compute what the fp32 graph computes from the dequantized weights."""
@@ -134,13 +127,8 @@ def test_q4_blocks_give_the_same_logits_as_their_fp32_dequantization(tmp_path: P
     cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=LAYERS,
                       num_attention_heads=4, num_key_value_heads=KV_HEADS, max_position_embeddings=64)
     model = LlamaForCausalLM(cfg).eval()
+    q4 = q4_representable(model, seed=0)
     rng = np.random.default_rng(0)
-    q4 = {}
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("_proj.weight"):
-                q4[name] = _blocks_for(*param.shape, rng)
-                param.copy_(torch.from_numpy(q4[name].dequantize()))
     fp32 = ort.InferenceSession(str(write_llama_decoder(model, tmp_path / "fp32.onnx")))
     packed = write_llama_decoder(model, tmp_path / "q4.onnx", q4)
     ops = Counter(node.op_type for node in onnx.load(str(packed)).graph.node)
@@ -159,8 +147,8 @@ def test_q4_blocks_that_do_not_match_the_weights_are_refused(tmp_path: Path) -> 
     torch.manual_seed(6)
     cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
                       num_attention_heads=4, num_key_value_heads=KV_HEADS, max_position_embeddings=64)
-    model = LlamaForCausalLM(cfg).eval()
+    model, other = LlamaForCausalLM(cfg).eval(), LlamaForCausalLM(cfg).eval()
     name = "model.layers.0.mlp.down_proj.weight"
-    blocks = _blocks_for(64, 96, np.random.default_rng(1))  # random, not this model's weights
+    blocks = q4_representable(other, seed=1)[name]  # Q4_1 blocks, but another model's weights
     with pytest.raises(BuildError, match="do not dequantize"):
         write_llama_decoder(model, tmp_path / "bad.onnx", {name: blocks})
