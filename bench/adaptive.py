@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from dataclasses import replace
@@ -38,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import machine_info  # noqa: E402
+from bench.machine import machine_info, peak_rss_mb  # noqa: E402
 from router.difficulty.labels import LABELS, label_policy  # noqa: E402
 from router.difficulty.scorer import DifficultyScorer  # noqa: E402
 from router.domain import Candidate  # noqa: E402
@@ -112,10 +111,6 @@ def build_pool(limit: int | None) -> None:
     print(file=sys.stderr)
     POOL_META.write_text(json.dumps({"peak_rss_mb": round(peak_rss_mb(), 1), "new_questions": len(todo),
                                      "seconds": round(time.monotonic() - start, 1)}) + "\n")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # -- phase 2: scoring -------------------------------------------------------------------------

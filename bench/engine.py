@@ -39,7 +39,6 @@ import json
 import os
 import random
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -173,11 +172,6 @@ def parse_last_integer(text: str) -> int | None:
 
 
 # -- measurement helpers -----------------------------------------------------------------------
-def peak_rss_mb() -> float:
-    """This process's peak resident set size so far (``ru_maxrss`` is KiB on Linux)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def current_rss_mb() -> float | None:
     try:
         import psutil
@@ -366,7 +360,7 @@ def run_section(name: str, config: Config) -> dict[str, Any]:
         result = section_llama_cpp(config)
     else:
         result = section_engine(config, name)
-    result["peak_rss_mb"] = peak_rss_mb()
+    result["peak_rss_mb"] = round(machine.peak_rss_mb(), 1)
     return result
 
 

@@ -37,7 +37,6 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import resource  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -584,7 +583,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "router_server_peak_mib": _mib(peaks.get(router.pid)),
             "router_server_after_load_mib": _mib(after_load),
             "echo_server_peak_mib": _mib(peaks.get(echo.pid)),
-            "client_peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "client_peak_mib": round(machine.peak_rss_mb(), 1),
         },
         "server_exit_codes": codes,
     }

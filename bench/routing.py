@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import resource
 import statistics
 import sys
 import time
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from bench.machine import machine_info  # noqa: E402
+from bench.machine import machine_info, peak_rss_mb  # noqa: E402
 from router.difficulty.labels import LABELS  # noqa: E402
 from router.difficulty.scorer import DifficultyScorer  # noqa: E402
 from router.difficulty.train import DifficultyModel, load_labels  # noqa: E402
@@ -64,10 +63,6 @@ def summary(samples: list[float]) -> dict[str, float]:
     q = statistics.quantiles(samples, n=100, method="inclusive")
     return {"p50_us": round(statistics.median(samples), 2), "p99_us": round(q[98], 2),
             "mean_us": round(statistics.fmean(samples), 2), "calls": len(samples)}
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import machine_info  # noqa: E402
+from bench.machine import machine_info, peak_rss_mb  # noqa: E402
 from router.config import Settings  # noqa: E402
 from router.domain import Candidate, Plan, Query  # noqa: E402
 from router.engine import CancelToken, Engine, SamplingParams  # noqa: E402
@@ -177,7 +176,7 @@ def main() -> int:
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit, "machine": info,
         "model": engine.name,
         "questions": len(qs), "families": sorted({q.family for q in qs}), "max_new_tokens": args.max_new_tokens,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "results": results,
+        "peak_rss_mb": round(peak_rss_mb(), 1), "results": results,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "strategies.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from router.admission import ComputeSlots
 from router.domain import Candidate, Hints, Outcome, Plan, Query, Routing, Timings
 from router.engine import CancelToken, Engine, SamplingParams
-from router.engine.session import CPU
 from router.errors import DeadlineTooShortError, InvalidArgumentError, NotReadyError
 from router.policy import PolicySet
 from router.policy.decider import Decider, DifficultyPredictor
@@ -59,7 +58,7 @@ class Router:
     ) -> None:
         self.engine = engine
         self.policy_loader = policy_loader
-        self.decider = Decider(policies, scorer, limits.max_samples, accelerated=engine.providers[0] != CPU)
+        self.decider = Decider(policies, scorer, limits.max_samples, accelerated=engine.accelerated)
         self.slots = slots
         self.store = store
         self.executor = executor

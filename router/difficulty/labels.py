@@ -15,12 +15,11 @@ import random
 from pathlib import Path
 
 from router.config import Settings
+from router.difficulty import LABELS
 from router.evaluation.datasets import label_set
 from router.evaluation.runner import ProgressLine, run_levels
 from router.policy.ladder import Policy, default_ladder
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-LABELS = DATA_DIR / "labels.jsonl"
 LABEL_LEVELS = ("single", "self_consistency", "best_of_n_rm")
 LABEL_MAX_NEW_TOKENS = 160  # SmolLM2's answers here end within ~110 tokens; 160 leaves room
 

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from router.difficulty import LABELS
 from router.difficulty.features import NORMALIZATION, ONNX_LOCALE, TOKEN_PATTERN, make_vectorizer, normalize
 from router.difficulty.scorer import ARTIFACTS, CARD_FILE, MODEL_FILE, TRAIN_COMMAND, DifficultyScorer, open_session
 from router.engine.manifest import sha256_file
@@ -58,7 +59,6 @@ if TYPE_CHECKING:
 
 PACKAGE = Path(__file__).resolve().parent
 REPO = PACKAGE.parents[1]
-LABELS = PACKAGE / "data" / "labels.jsonl"
 README_FILE = "README.md"
 INPUT_NAME = "text"
 OUTPUT_NAME = "success"
@@ -284,7 +284,7 @@ def fit(texts: Sequence[str], y: np.ndarray, levels: Sequence[str], **params: An
 # --------------------------------------------------------------------------------------- export
 
 
-def export_onnx(model: DifficultyModel, path: Path | None = None) -> onnx.ModelProto:
+def export_onnx(model: DifficultyModel) -> onnx.ModelProto:
     """The fitted model as one ONNX graph: ``text[N, 1]`` (normalised) -> ``success[N, levels]``."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -318,8 +318,6 @@ def export_onnx(model: DifficultyModel, path: Path | None = None) -> onnx.ModelP
     onx.doc_string = "P(correct) per compute level from the normalised query text; see difficulty.json"
     helper.set_model_props(onx, {"levels": json.dumps(list(model.levels_)), "normalization": NORMALIZATION})
     onnx.checker.check_model(onx, full_check=True)
-    if path is not None:
-        Path(path).write_bytes(onx.SerializeToString())
     return onx
 
 
@@ -376,10 +374,8 @@ def _use_lp_normalization(graph: onnx.GraphProto, expected: int) -> None:
         node.attribute.extend([helper.make_attribute("axis", -1), helper.make_attribute("p", 2)])
 
 
-def onnx_session(model: onnx.ModelProto | bytes | Path) -> Any:
+def onnx_session(model: onnx.ModelProto | bytes) -> Any:
     """A session opened as :class:`DifficultyScorer` opens one (CPU, one thread)."""
-    if isinstance(model, Path):
-        return open_session(str(model))
     return open_session(model if isinstance(model, bytes) else model.SerializeToString())
 
 

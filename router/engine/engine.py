@@ -32,7 +32,7 @@ import onnxruntime as ort
 
 from router.engine.manifest import Manifest, load_manifest
 from router.engine.sampling import row_generators, select_tokens
-from router.engine.session import SessionSettings, device_of, open_session
+from router.engine.session import CPU, SessionSettings, device_of, open_session
 from router.engine.state import SequenceState
 from router.engine.tokenizer import ChatTokenizer
 from router.engine.types import CancelToken, Completion, FinishReason, Prompt, SamplingParams
@@ -112,6 +112,11 @@ class Engine:
     def providers(self) -> list[str]:
         """Execution providers actually in use, first one first."""
         return list(self._session.get_providers())
+
+    @property
+    def accelerated(self) -> bool:
+        """Runs on an accelerator (not the CPU provider): the policies' CPU caps do not apply."""
+        return self.providers[0] != CPU
 
     @property
     def context_length(self) -> int:

@@ -41,8 +41,7 @@ from typing import Any, TextIO
 from router.evaluation.runner import LevelResult, ProgressLine, read_done, repair_tail
 from router.evaluation.sources import CHECKERS, EvalItem, SpecError, load
 from router.evaluation.targets import Answered, Target
-
-POLICY_PREFIX = "policy:"
+from router.policy.tuning import POLICY_ROW_PREFIX
 
 
 class EvalError(Exception):
@@ -81,7 +80,7 @@ def runs_for(levels: Sequence[str], route_policy: str | None) -> list[tuple[str,
     """(row label, forced level) pairs: each forced level, then the policy's own choice (level "")."""
     runs = [(lv, lv) for lv in levels]
     if route_policy is not None:
-        runs.append((POLICY_PREFIX + route_policy, ""))
+        runs.append((POLICY_ROW_PREFIX + route_policy, ""))
     return runs
 
 
@@ -146,10 +145,11 @@ def run_eval(
         for i, (item, label, level) in enumerate(todo, 1):
             row = _one(item, target, label, level, policy, report, out, log)
             if row is not None:
-                f.write(row.to_json() + "\n")
+                line = row.to_json()
+                f.write(line + "\n")
                 f.flush()
                 report.written.append(row)
-                report.rows.append(json.loads(row.to_json()))
+                report.rows.append(json.loads(line))
             if on_row is not None:
                 on_row(row, i, len(todo))
     return report
@@ -218,7 +218,7 @@ def summarize(report: Report, labels: Sequence[str]) -> str:
         samples = sum(r["samples"] for r in rows) / n
         p50 = statistics.median(r["latency_ms"] for r in rows)
         lines.append(f"{label:24s} {n:5d} {acc:8.3f} {tokens:9.1f} {samples:9.2f} {p50:9.0f}")
-        if label.startswith(POLICY_PREFIX):
+        if label.startswith(POLICY_ROW_PREFIX):
             chose = Counter(r.get("decision_level", "") for r in rows)
             mix = ", ".join(f"{lv} {c / n:.0%}" for lv, c in chose.most_common())
             lines.append(f"{'':24s} chose: {mix}")

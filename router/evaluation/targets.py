@@ -17,7 +17,6 @@ from typing import Protocol
 from router.client import RouterClient
 from router.domain import Hints, Outcome, Plan, SamplingOverrides
 from router.engine import Engine
-from router.engine.session import CPU
 from router.policy.decider import Decider, DifficultyPredictor
 from router.policy.ladder import PolicySet, RouteFacts
 
@@ -67,7 +66,7 @@ class InProcess:
         self.policies = policies
         self.scorer = scorer
         self.max_new_tokens = max_new_tokens
-        self.accelerated = engine.providers[0] != CPU
+        self.accelerated = engine.accelerated
         self._decider: Decider | None = None
 
     def _hints(self, policy: str, level: str) -> Hints:

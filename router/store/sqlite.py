@@ -176,21 +176,20 @@ class SqliteStore:
 
     def _offer(self, kind: int, payload: tuple, future: Future | None) -> bool:
         with self._cond:
-            if self._closed or self._pending >= self.queue_size:
-                self._dropped += 1
-                self._drops_unlogged += 1
-                if self._counters is not None:
-                    self._counters.set(self._accepted, self._dropped)
-            else:
+            accepted = not (self._closed or self._pending >= self.queue_size)
+            if accepted:
                 self._accepted += 1
                 self._pending += 1
-                if self._counters is not None:
-                    self._counters.set(self._accepted, self._dropped)
                 self._items.append((kind, payload, future))
                 self._cond.notify()
-                return True
-        self._log_drops()
-        return False
+            else:
+                self._dropped += 1
+                self._drops_unlogged += 1
+            if self._counters is not None:
+                self._counters.set(self._accepted, self._dropped)
+        if not accepted:
+            self._log_drops()
+        return accepted
 
     def _log_drops(self) -> None:
         now = time.monotonic()

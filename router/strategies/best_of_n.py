@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from router.domain import Candidate, Outcome, Plan, Query
 from router.strategies.base import Strategy, StrategyContext
-from router.strategies.sampling import WaveSampler, question_of, tally
+from router.strategies.sampling import WaveSampler, tally
 from router.verifiers import ScoredItem, get_verifier
 
 
@@ -28,7 +28,7 @@ class BestOfN(Strategy):
         cands = sampler.candidates
         if not cands:
             return sampler.outcome(None, votes, hit_cap=True, capped=plan.capped_by_budget)
-        question = question_of(query)
+        question = query.question
         items = [ScoredItem(question, c.completion, c.answer, votes, len(cands)) for c in cands]
         for cand, score in zip(cands, verifier.score(items, ctx.engine), strict=True):
             cand.scores[verifier.name] = score

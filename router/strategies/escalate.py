@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from router.domain import Outcome, Plan, Query
 from router.strategies.base import Strategy, StrategyContext
-from router.strategies.sampling import WaveSampler, question_of, tally
+from router.strategies.sampling import WaveSampler, tally
 from router.strategies.self_consistency import vote_in_waves
 from router.verifiers import ScoredItem, get_verifier
 
@@ -30,7 +30,7 @@ class Escalate(Strategy):
         [cand] = first.draw(1) or [None]
         if cand is None:
             return first.outcome(None, {}, hit_cap=False, capped=plan.capped_by_budget)
-        conf = scorer.score([ScoredItem(question_of(query), cand.completion, cand.answer)], ctx.engine)[0]
+        conf = scorer.score([ScoredItem(query.question, cand.completion, cand.answer)], ctx.engine)[0]
         cand.scores[scorer.name] = conf
         if conf >= threshold or first.stopped or plan.samples <= 1:
             return first.outcome(cand, tally(first.candidates), hit_cap=False, capped=plan.capped_by_budget)

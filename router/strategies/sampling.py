@@ -17,11 +17,6 @@ from router.strategies.base import StrategyContext
 from router.verifiers.answers import answers_equal, extract_answer
 
 
-def question_of(query: Query) -> str:
-    """The last user turn: what verifiers and judges are shown as the question."""
-    return query.question
-
-
 def wave_params(params: SamplingParams, wave: int) -> SamplingParams:
     if params.seed is None:
         return params

@@ -14,7 +14,6 @@ from dataclasses import replace
 from router.domain import Candidate, Flags, Outcome, Plan, Query, Usage
 from router.engine import Completion, FinishReason
 from router.strategies.base import Strategy, StrategyContext
-from router.strategies.sampling import question_of
 from router.verifiers import ScoredItem, get_verifier
 from router.verifiers.answers import extract_answer
 
@@ -34,7 +33,7 @@ class SelfRefine(Strategy):
         threshold = float(opts.get("threshold", 0.7))
         verifier = get_verifier(str(opts["verifier"])) if opts.get("verifier") else None
         kind = str(opts.get("answer_kind", "auto"))
-        question = question_of(query)
+        question = query.question
         usage, flags = Usage(), Flags()
         candidates: list[Candidate] = []
 

@@ -196,13 +196,6 @@ def call_seed(seed: int | None, call: int) -> int | None:
     return (seed * 1_000_003 + 7_919 * (call + 1)) % 2**63
 
 
-def question_of(query: Query) -> str:
-    if query.text:
-        return query.text
-    users = [m["content"] for m in query.messages if m.get("role") == "user"]
-    return users[-1] if users else ""
-
-
 class _Stop(Exception):
     """Cancelled or out of time: no further decode call may start."""
 
@@ -355,7 +348,7 @@ class _Search:
             return []
         if self.verifier is None:
             return [math.exp(sum(n.logprobs) / len(n.logprobs)) if n.logprobs else 0.0 for n in nodes]
-        question = question_of(self.query)
+        question = self.query.question
         items = [ScoredItem(question, self.completion(n, i), answer="") for i, n in enumerate(nodes)]
         return [min(1.0, max(0.0, float(s))) for s in self.verifier.score(items, self.engine)]
 
