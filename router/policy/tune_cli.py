@@ -439,11 +439,11 @@ def tune(
     run = plateau(points, best)
     tuned = rule_for(rule, chosen.setting)
 
-    splits = [_split_result(fit_split, "fit", fit, success_fit, fit_source, ladder, tuned, rule, objective,
-                            reference, rows, fit_families=set(fit.families), seed=seed)]
+    splits = [_split_result(fit_split, "fit", fit, success_fit, fit_source, ladder, tuned, objective,
+                            reference, rows, fit_families=set(fit.families), seed=seed, points=points)]
     for name, part in reports.items():
         success = _columns(predictor, part.texts, routed)
-        splits.append(_split_result(name, "report", part, success, predictor.name, ladder, tuned, rule, objective,
+        splits.append(_split_result(name, "report", part, success, predictor.name, ladder, tuned, objective,
                                     reference, rows, fit_families=set(fit.families), seed=seed,
                                     left_out=left_out.get(name, 0)))
     return Tuning(
@@ -486,8 +486,10 @@ def _reference_for_accuracy(uni: Mapping[str, Stat], target: float) -> str:
 
 
 def _split_result(name: str, role: str, part: Outcomes, success: np.ndarray, source: str, ladder: list[LevelSpec],
-                  tuned: Rule, rule: str, objective: Objective, reference: str, rows: Sequence[Mapping[str, Any]],
-                  *, fit_families: set[str], seed: int, left_out: int = 0) -> SplitResult:
+                  tuned: Rule, objective: Objective, reference: str, rows: Sequence[Mapping[str, Any]],
+                  *, fit_families: set[str], seed: int, left_out: int = 0,
+                  points: list[Point] | None = None) -> SplitResult:
+    """One split's report; ``points`` is its sweep when the caller already has it (the fit split)."""
     names = [lv.name for lv in ladder]
     rows_idx = np.arange(len(part))
     idx = route(ladder, tuned, success)
@@ -508,7 +510,7 @@ def _split_result(name: str, role: str, part: Outcomes, success: np.ndarray, sou
         oracle=Stat.of(part.correct[rows_idx, orc], part.tokens[rows_idx, orc]),
         adaptive=adaptive,
         shares={n: float((idx == j).mean()) for j, n in enumerate(names)},
-        sweep=sweep(rule, ladder, success, part.correct, part.tokens),
+        sweep=points if points is not None else sweep(tuned.kind, ladder, success, part.correct, part.tokens),
         measured=_measured(rows, part.ids, names),
         claim=claim,
         left_out_trained=left_out,

@@ -86,7 +86,7 @@ def routed_correct(levels: Sequence[LevelSpec], rule: Rule, success: np.ndarray,
 
 def sweep_threshold(levels: Sequence[LevelSpec], success: np.ndarray, correct: np.ndarray, tokens: np.ndarray,
                     targets: Sequence[float] | None = None) -> list[Point]:
-    grid = targets if targets is not None else [round(t, 3) for t in np.linspace(0.0, 1.0, 101)]
+    grid = targets if targets is not None else THRESHOLD_GRID
     return [replay(levels, Rule("threshold", target=t), success, correct, tokens) for t in grid]
 
 
@@ -178,18 +178,10 @@ def oracle_picks(correct: np.ndarray, tokens: np.ndarray) -> np.ndarray:
 
 
 def oracle(correct: np.ndarray, tokens: np.ndarray) -> tuple[float, float]:
-    """The cheapest correct level per question (the cheapest level when none is correct)."""
-    acc, cost = [], []
-    for q in range(correct.shape[0]):
-        right = np.flatnonzero(correct[q])
-        if right.size:
-            i = right[np.argmin(tokens[q, right])]
-            acc.append(1.0)
-        else:
-            i = int(np.argmin(tokens[q]))
-            acc.append(0.0)
-        cost.append(tokens[q, i])
-    return float(np.mean(acc)), float(np.mean(cost))
+    """(accuracy, mean tokens) of :func:`oracle_picks`."""
+    rows = np.arange(correct.shape[0])
+    picks = oracle_picks(correct, tokens)
+    return float(np.mean(np.asarray(correct, dtype=float)[rows, picks])), float(np.mean(tokens[rows, picks]))
 
 
 # ------------------------------------------------------------------------------- intervals
