@@ -75,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     scorer = DifficultyScorer()
     train = labels.select("train")
     rss_before_sklearn = peak_rss_mb()
-    params = scorer.card["model"]["hyperparameters"]
-    peer = DifficultyModel(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+    peer = DifficultyModel(**scorer.hyperparameters)
     peer.fit([t for t, m in zip(texts, train, strict=True) if m], labels.y[train], labels.levels)
 
     raw = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())

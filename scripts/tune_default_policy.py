@@ -154,8 +154,7 @@ def render() -> tuple[str, list[str]]:
                for lv in levels}
     ladder = [LevelSpec(n, specs[n].strategy, specs[n].samples, specs[n].sampling, cost_tokens=cost[n]) for n in levels]
     scorer = DifficultyScorer()
-    params = scorer.card["model"]["hyperparameters"]
-    params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    params = scorer.hyperparameters
     texts = [t for t, m in zip(out.texts, train, strict=True) if m]
     oof = out_of_fold(texts, y[train], levels, params, FOLDS)
     points = sweep_threshold(ladder, oof, y[train], tokens[train])

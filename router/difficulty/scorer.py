@@ -98,6 +98,12 @@ class DifficultyScorer:
         return self._levels
 
     @property
+    def hyperparameters(self) -> dict[str, Any]:
+        """The card's training hyperparameters as ``DifficultyModel`` takes them (JSON lists as tuples)."""
+        params = self.card.get("model", {}).get("hyperparameters", {})
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+
+    @property
     def version(self) -> str:
         """A short id of the model file (its sha256 prefix), for decision records."""
         return self._sha256[:12]

@@ -106,8 +106,7 @@ def classifier_predictor(artifacts: Path | None = None) -> Predictor:
 
     scorer = DifficultyScorer(artifacts or ARTIFACTS)
     card = scorer.card
-    params = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in card.get("model", {}).get("hyperparameters", {}).items()}
+    params = scorer.hyperparameters
     notes: list[str] = []
     data = card.get("data", {})
     ids: set[str] = set()
