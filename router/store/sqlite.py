@@ -82,6 +82,27 @@ _INSERT_SHADOW = (
 )
 
 
+def _retry_while_busy(step: Callable[[], T], timeout_s: float) -> T:
+    """Run ``step``, retrying on SQLITE_BUSY until ``timeout_s`` has passed.
+
+    SQLite answers some lock waits at once instead of calling the busy handler: switching a file
+    to WAL while another process does the same, or reading the WAL index while another runs its
+    recovery. Two processes opening one new file together hit this (seen in CI), so the open
+    waits for those the way the busy timeout waits for the rest.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            busy = "locked" in str(exc) or "busy" in str(exc)
+            if not busy or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
 class SqliteStore:
     """Decisions, shadow decisions and feedback in one SQLite file; writes are queued, never awaited.
 
@@ -115,10 +136,7 @@ class SqliteStore:
             self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         try:
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            found, _ = migrate(self._conn)
+            found = _retry_while_busy(lambda: self._prepare(busy_timeout_s), busy_timeout_s)
             if 0 < found < SCHEMA_VERSION:
                 log.info("store %s migrated from schema v%d to v%d", self.path, found, SCHEMA_VERSION)
             if self._file_backed:
@@ -140,6 +158,14 @@ class SqliteStore:
         # A process that exits without close() still flushes (the writer is a daemon thread).
         self._atexit = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._atexit)
+
+    def _prepare(self, busy_timeout_s: float) -> int:
+        """Pragmas and migration (idempotent, so safe to retry); returns the schema version found."""
+        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        found, _ = migrate(self._conn)
+        return found
 
     # -- writes: queued, never blocking ----------------------------------------------------------
     def record_decision(self, request_id: str, plan: Plan, outcome: Outcome | None) -> bool:

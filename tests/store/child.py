@@ -7,6 +7,8 @@
   be killed (BLOCK) or SIGKILL itself at once (not BLOCK: the writer is still busy).
 - ``writer PATH PREFIX N``: record N decisions with feedback each, print ``READY``, wait for a line
   on stdin, close cleanly and print ``CLOSED <json stats>``.
+- ``opener PATH``: print ``WAITING``, open a store on PATH when a line arrives on stdin (so several
+  children open together), close it and print ``OPENED`` (or ``FAILED <error>``).
 """
 
 from __future__ import annotations
@@ -52,9 +54,23 @@ def writer(path: str, prefix: str, n: int) -> None:
     print("CLOSED", json.dumps(store.stats()), flush=True)
 
 
+def opener(path: str) -> None:
+    print("WAITING", flush=True)
+    sys.stdin.readline()
+    try:
+        store = SqliteStore(path)
+    except sqlite3.Error as exc:
+        print("FAILED", repr(exc), flush=True)
+        return
+    assert store.close(timeout=30)
+    print("OPENED", flush=True)
+
+
 if __name__ == "__main__":
     mode, path, *rest = sys.argv[1:]
     if mode == "crash":
         crash(path, int(rest[0]), int(rest[1]), int(rest[2]), rest[3] == "1")
+    elif mode == "opener":
+        opener(path)
     else:
         writer(path, rest[0], int(rest[1]))
