@@ -163,8 +163,6 @@ class Router:
         deadline = _tighter(deadline, hints, arrived)
         routing = self._route(query, hints, request_id, deadline)
         plan = routing.plan
-        for shadow in routing.shadows:
-            self.store.record_shadow(request_id, shadow)
         decided = time.monotonic()
         needed = self.min_pass_s + self.limits.response_margin_s
         if deadline is not None and deadline - decided < needed:
@@ -180,6 +178,9 @@ class Router:
             self.slots.release(plan.samples)
             raise
         future.add_done_callback(lambda _: self.slots.release(plan.samples))
+        # Shadow plans only for admitted requests: a refused one has no decision row to compare with.
+        for shadow in routing.shadows:
+            self.store.record_shadow(request_id, shadow)
         try:
             outcome, begun = await asyncio.shield(future)
         except asyncio.CancelledError:

@@ -155,7 +155,7 @@ class RouterServicer(pb_grpc.RouterServiceServicer):
         core = self._ready()
         start = time.perf_counter()
         routing = core.route(query_from_proto(request.query), hints_from_proto(request.hints),
-                             request_id=request.request_id)
+                             request_id=request.request_id, deadline=_deadline(context))
         plan = routing.plan
         return pb.RouteResponse(request_id=request.request_id, decision=decision_to_proto(plan),
                                 decide_ms=(time.perf_counter() - start) * 1000)

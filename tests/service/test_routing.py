@@ -109,6 +109,25 @@ def test_deadline_hint_bounds_route_and_generate_alike(rclient: RouterClient) ->
     assert answered.estimated_latency_ms > 0
 
 
+def test_route_heeds_the_callers_grpc_deadline(rclient: RouterClient, routed: ThreadedServer) -> None:
+    core = routed.core
+    original = core.policies
+    raw = yaml.safe_load(Path(core.policies.source).read_text())
+    # Target 0 takes the cheapest level by cost_tokens: self_consistency here (400 ms prior), single
+    # (100 ms) once a deadline rules it out. A fresh policy name, so no learned latencies apply.
+    levels = [{"name": "single", "strategy": "single", "samples": 1, "cost_tokens": 100, "latency_ms": 100},
+              {"name": "self_consistency", "strategy": "self_consistency", "samples": 8, "cost_tokens": 1,
+               "latency_ms": 400, "sampling": {"temperature": 0.7, "seed": 0}}]
+    raw["policies"].append({"name": "deadline-probe", "rule": {"kind": "threshold", "target": 0.0}, "levels": levels})
+    try:
+        core.set_policies(parse_policies(raw, "inline"))
+        assert rclient.route(QUESTIONS[0], policy="deadline-probe", timeout_s=30).decision.level == "self_consistency"
+        tight = rclient.route(QUESTIONS[0], policy="deadline-probe", timeout_s=0.3).decision
+        assert tight.level == "single"
+    finally:
+        core.set_policies(original)
+
+
 def test_units_stick_to_arms_and_arms_reach_response_store_and_metrics(
     rclient: RouterClient, routed: ThreadedServer
 ) -> None:
@@ -143,6 +162,19 @@ def test_shadow_arms_are_logged_and_never_run(rclient: RouterClient, routed: Thr
     shadows = _wait_for_shadows(routed, resp.request_id)
     assert {s["arm"] for s in shadows} == {"shadow-probe", "shadow-sc"}
     assert {s["level"] for s in shadows} == {"single", "self_consistency"}
+
+
+def test_a_refused_request_logs_no_shadow_decisions(rclient: RouterClient, routed: ThreadedServer) -> None:
+    experiment = routed.core.policies.active_experiment
+    unit = next(f"r{i}" for i in range(100) if experiment.assign(f"r{i}").name == "control")
+    with pytest.raises(grpc.RpcError) as err:  # 1 ms cannot fit a pass: refused before anything starts
+        rclient.generate(QUESTIONS[1], unit_id=unit, deadline_ms=1, request_id="refused-1")
+    assert err.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    answered = rclient.generate(QUESTIONS[1], unit_id=unit, request_id="answered-1")
+    assert routed.core.store.flush(timeout=10)
+    assert routed.core.store.shadow_decisions("refused-1") == []
+    assert routed.core.store.decision("refused-1") is None
+    assert len(routed.core.store.shadow_decisions(answered.request_id)) == 2
 
 
 def test_reload_swaps_policies_and_a_broken_file_keeps_the_old_ones(
