@@ -6,7 +6,7 @@ training families, ``unseen`` = two families the classifier never saw. ``test+un
 headline split.
 
 Phase 1 (SmolLM2, resumable, bench/scratch/adaptive_pool.jsonl): per question one greedy pass
-and one pool of 16 samples from one prefill at the ladder's sampling (T 0.7, top-p 0.95, 160 new
+and one pool of 16 samples from one prefill at the ladder's sampling (T 0.3, top-p 0.95, 160 new
 tokens), the reward model scoring the first 8. Phase 2 (seconds) scores, on the same samples (a
 paired comparison):
 - always-greedy; always-SC@k for k = 2, 4, 8, 16 (majority over the pool's first k); BoN@8 with
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import machine_info, peak_rss_mb  # noqa: E402
 from router.difficulty.labels import LABELS, label_policy  # noqa: E402
 from router.difficulty.scorer import DifficultyScorer  # noqa: E402
-from router.domain import Candidate  # noqa: E402
+from router.domain import Candidate, SamplingParams  # noqa: E402
 from router.evaluation.datasets import Question  # noqa: E402
 from router.evaluation.runner import read_results  # noqa: E402
 from router.policy import DEFAULT_POLICY_FILE, load_policies  # noqa: E402
@@ -72,21 +72,43 @@ def label_questions() -> list[tuple[Question, str]]:
 
 
 # -- phase 1: samples -------------------------------------------------------------------------
+def pool_sampling() -> tuple[SamplingParams, SamplingParams]:
+    """The ladder's greedy and sampled levels' parameters: what the pool is drawn with."""
+    specs = {lv.name: lv for lv in label_policy().levels}
+    return specs["single"].sampling, specs["self_consistency"].sampling
+
+
+def sampling_stamp() -> str:
+    return repr(pool_sampling())
+
+
+def read_pool() -> list[dict]:
+    """The pool's rows drawn with the ladder's current sampling (rows of an older ladder are ignored)."""
+    if not SCRATCH.exists():
+        return []
+    rows = [json.loads(line) for line in SCRATCH.open()]
+    stamp = sampling_stamp()
+    stale = sum(r.get("sampling") != stamp for r in rows)
+    if stale:
+        print(f"ignoring {stale} pool rows drawn with other sampling than {stamp}", file=sys.stderr)
+    return [r for r in rows if r.get("sampling") == stamp]
+
+
 def build_pool(limit: int | None) -> None:
     from router.config import Settings
     from router.verifiers import ScoredItem, get_verifier
     from router.verifiers.answers import extract_answer
 
-    done = {json.loads(line)["id"] for line in SCRATCH.open()} if SCRATCH.exists() else set()
+    done = {r["id"] for r in read_pool()}
     todo = [(q, s) for q, s in label_questions() if q.id not in done][:limit]
     if not todo:
         return
     settings = Settings()
     engine = settings.load_engine()
-    specs = {lv.name: lv for lv in label_policy().levels}
-    greedy_params, sample_params = specs["single"].sampling, specs["self_consistency"].sampling
+    greedy_params, sample_params = pool_sampling()
     rm = get_verifier("reward_model")
     SCRATCH.parent.mkdir(parents=True, exist_ok=True)
+    stamp = sampling_stamp()
     start = time.monotonic()
     with SCRATCH.open("a") as f:
         for i, (q, split) in enumerate(todo, 1):
@@ -98,7 +120,7 @@ def build_pool(limit: int | None) -> None:
             items = [ScoredItem(q.text, c.completion, c.answer, votes, BON_N) for c in first]
             rm_scores = rm.score(items, engine)
             row = {
-                "id": q.id, "family": q.family, "split": split, "question": q.text,
+                "id": q.id, "family": q.family, "split": split, "question": q.text, "sampling": stamp,
                 "greedy": {"tokens": g.completion_tokens, "correct": q.grade(g.text)[1]},
                 "samples": [{"answer": c.answer, "tokens": c.completion.completion_tokens,
                              "correct": q.grade(c.completion.text)[1]} for c in cands],
@@ -268,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     build_pool(args.limit)
-    rows = [json.loads(line) for line in SCRATCH.open()]
+    rows = read_pool()
     report = score(rows)
     info = machine_info(("onnxruntime", "numpy", "scikit-learn"))
     pool_meta = json.loads(POOL_META.read_text()) if POOL_META.exists() else {}
