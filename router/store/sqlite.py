@@ -96,8 +96,8 @@ def _retry_while_busy(step: Callable[[], T], timeout_s: float) -> T:
         try:
             return step()
         except sqlite3.OperationalError as exc:
-            busy = "locked" in str(exc) or "busy" in str(exc)
-            if not busy or time.monotonic() + delay > deadline:
+            primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # SQLITE_BUSY_RECOVERY etc. -> SQLITE_BUSY
+            if primary not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or time.monotonic() + delay > deadline:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
