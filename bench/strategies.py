@@ -33,7 +33,8 @@ from router.engine import CancelToken, Engine, SamplingParams  # noqa: E402
 from router.evaluation.datasets import FAMILIES, REASONING_GYM, Question, generated, reasoning_gym  # noqa: E402
 from router.policy.tuning import wilson_interval  # noqa: E402
 from router.strategies import StrategyContext, get_strategy  # noqa: E402
-from router.strategies.sampling import WaveSampler, beta_sure, tally  # noqa: E402
+from router.strategies.sampling import WaveSampler, tally  # noqa: E402
+from router.strategies.self_consistency import replayed_stop  # noqa: E402
 from router.verifiers import ScoredItem, get_verifier  # noqa: E402
 from router.verifiers.answers import extract_answer  # noqa: E402
 
@@ -61,12 +62,7 @@ def majority(cands: list[Candidate]) -> Candidate | None:
 
 def replay_adaptive(cands: list[Candidate], right: list[bool], confidence: float) -> tuple[bool, int]:
     """The Beta stopping rule replayed over the pool's waves: (majority right?, samples drawn)."""
-    k = 0
-    while k < len(cands):
-        k = min(k + WAVE, len(cands))
-        drawn = [Candidate(c.completion, answer=c.answer) for c in cands[:k]]
-        if beta_sure(tally(drawn), confidence):
-            break
+    k = replayed_stop([c.answer for c in cands], WAVE, confidence)
     chosen = majority([Candidate(c.completion, answer=c.answer) for c in cands[:k]])
     return chosen is not None and right[chosen.completion.index], k
 

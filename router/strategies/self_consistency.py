@@ -13,6 +13,7 @@ the most likely sample's text (self-likelihood) and ``answer`` stays empty.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 from router.domain import Candidate, Outcome, Plan, Query
 from router.strategies.base import Strategy, StrategyContext
@@ -40,6 +41,17 @@ def vote_in_waves(sampler: WaveSampler, plan: Plan, wave: int, confidence: float
     )
     votes = tally(sampler.candidates)
     return sampler.outcome(majority(sampler.candidates, votes), votes, hit_cap=not sure, capped=plan.capped_by_budget)
+
+
+def replayed_stop(answers: Sequence[str], wave: int, confidence: float) -> int:
+    """How many of ``answers`` (in draw order) :func:`vote_in_waves` would draw before the Beta rule
+    is sure, or all of them: the stopping rule replayed over a pool of samples drawn in advance."""
+    k = 0
+    while k < len(answers):
+        k = min(k + wave, len(answers))
+        if beta_sure(tally([SimpleNamespace(answer=a) for a in answers[:k]]), confidence):
+            break
+    return k
 
 
 def majority(candidates: Sequence[Candidate], votes: dict[str, int]) -> Candidate | None:

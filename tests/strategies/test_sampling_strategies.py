@@ -11,6 +11,7 @@ from router.domain import Plan, Query
 from router.engine import CancelToken, Engine, SamplingParams
 from router.strategies import StrategyContext, get_strategy
 from router.strategies.sampling import beta_stop_probability, tally, wave_params
+from router.strategies.self_consistency import replayed_stop
 
 
 def plan_for(strategy: str, samples: int, temperature: float = 1.0, seed: int = 0, max_new_tokens: int = 12,
@@ -29,6 +30,16 @@ def run(engine: Engine, strategy: str, text: str, plan: Plan, **ctx):
 @pytest.mark.parametrize(("top", "second"), [(0, 0), (1, 0), (3, 1), (5, 2), (8, 0), (4, 4), (10, 3)])
 def test_beta_stop_probability_matches_scipy(top: int, second: int) -> None:
     assert beta_stop_probability(top, second) == pytest.approx(stats.beta.sf(0.5, top + 1, second + 1), abs=1e-12)
+
+
+def test_the_replayed_rule_stops_where_the_votes_first_separate() -> None:
+    # 4 agreeing votes: P(Beta(5, 1) > 1/2) = 0.969 >= 0.95, so the first wave is enough.
+    assert replayed_stop(["7"] * 16, 4, 0.95) == 4
+    # 2 vs 2 never separates; abstentions ("") do not vote: every wave is drawn.
+    assert replayed_stop(["7", "8", "", "7", "8", ""] * 2, 4, 0.95) == 12
+    # 3 vs 1 after one wave (0.81), 7 vs 1 after two (0.98).
+    assert replayed_stop(["7", "7", "8", "7"] + ["7"] * 4 + ["8"] * 4, 4, 0.95) == 8
+    assert replayed_stop([], 4, 0.95) == 0
 
 
 def test_wave_seeds_differ_and_repeat() -> None:
