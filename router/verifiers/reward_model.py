@@ -37,9 +37,10 @@ ALL_FEATURES = (
     "question_numbers",  # how many numbers the question has
     "log_answer_magnitude",  # log(1 + |answer|) when numeric
 )
-# The model uses these. Chosen by leave-one-family-out AUC on the training families only
-# (0.674 against 0.646 with all ten): the two question-shape features fit families, not correctness.
-FEATURES = tuple(f for f in ALL_FEATURES if f not in ("question_numbers", "log_answer_magnitude"))
+# The model uses all ten. On 9 families x 2 temperatures, leave-one-family-out (scripts/
+# train_reward_model.py, card: feature_sets_compared), dropping the question-shape features or
+# adding each sample's likelihood relative to its siblings did not pick better answers.
+FEATURES = ALL_FEATURES
 
 
 def features(item: ScoredItem) -> list[float]:
