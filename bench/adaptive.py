@@ -7,8 +7,8 @@ headline split.
 
 Phase 1 (SmolLM2, resumable, bench/scratch/adaptive_pool.jsonl): per question one greedy pass
 and one pool of 16 samples from one prefill at the ladder's sampling (T 0.3, top-p 0.95, 160 new
-tokens), the reward model scoring the first 8. Phase 2 (seconds) scores, on the same samples (a
-paired comparison):
+tokens), with the reward model's features of the first 8 (so a retrained reward model rescores the
+pool without sampling again). Phase 2 (seconds) scores, on the same samples (a paired comparison):
 - always-greedy; always-SC@k for k = 2, 4, 8, 16 (majority over the pool's first k); BoN@8 with
   the reward model (weighted vote); the per-query oracle (the cheapest of those methods that is
   right);
@@ -48,6 +48,7 @@ from router.policy.tuning import paired_bootstrap, wilson_interval  # noqa: E402
 from router.strategies.best_of_n import select  # noqa: E402
 from router.strategies.sampling import tally  # noqa: E402
 from router.strategies.self_consistency import majority, replayed_stop  # noqa: E402
+from router.verifiers.reward_model import ARTIFACTS, RewardModel  # noqa: E402
 
 POOL = 16
 SC_KS = (2, 4, 8, 16)
@@ -56,6 +57,7 @@ WAVE = 4
 SCRATCH = ROOT / "bench" / "scratch" / "adaptive_pool.jsonl"
 POOL_META = SCRATCH.with_suffix(".meta.json")  # peak RSS of the last run that generated samples
 RESULTS = ROOT / "bench" / "results"
+REWARD_MODEL = RewardModel()  # the committed one, scoring the pool's stored features
 SPLITS = {"dev": ("train",), "test": ("test",), "unseen": ("unseen",), "test+unseen": ("test", "unseen")}
 
 
@@ -83,21 +85,24 @@ def sampling_stamp() -> str:
 
 
 def read_pool() -> list[dict]:
-    """The pool's rows drawn with the ladder's current sampling (rows of an older ladder are ignored)."""
+    """The pool's rows drawn with the ladder's current sampling and carrying the reward model's
+    features (older rows are ignored, so they are drawn again)."""
     if not SCRATCH.exists():
         return []
     rows = [json.loads(line) for line in SCRATCH.open()]
     stamp = sampling_stamp()
-    stale = sum(r.get("sampling") != stamp for r in rows)
-    if stale:
-        print(f"ignoring {stale} pool rows drawn with other sampling than {stamp}", file=sys.stderr)
-    return [r for r in rows if r.get("sampling") == stamp]
+    current = [r for r in rows if r.get("sampling") == stamp and "rm_features" in r]
+    if len(current) < len(rows):
+        print(f"ignoring {len(rows) - len(current)} pool rows drawn with other sampling than {stamp} "
+              "or without the reward model's features", file=sys.stderr)
+    return current
 
 
 def build_pool(limit: int | None) -> None:
     from router.config import Settings
-    from router.verifiers import ScoredItem, get_verifier
+    from router.verifiers import ScoredItem
     from router.verifiers.answers import extract_answer
+    from router.verifiers.reward_model import all_features
 
     done = {r["id"] for r in read_pool()}
     todo = [(q, s) for q, s in label_questions() if q.id not in done][:limit]
@@ -106,7 +111,6 @@ def build_pool(limit: int | None) -> None:
     settings = Settings()
     engine = settings.load_engine()
     greedy_params, sample_params = pool_sampling()
-    rm = get_verifier("reward_model")
     SCRATCH.parent.mkdir(parents=True, exist_ok=True)
     stamp = sampling_stamp()
     start = time.monotonic()
@@ -118,13 +122,12 @@ def build_pool(limit: int | None) -> None:
             first = cands[:BON_N]
             votes = tally([Candidate(c.completion, answer=c.answer) for c in first])
             items = [ScoredItem(q.text, c.completion, c.answer, votes, BON_N) for c in first]
-            rm_scores = rm.score(items, engine)
             row = {
                 "id": q.id, "family": q.family, "split": split, "question": q.text, "sampling": stamp,
                 "greedy": {"tokens": g.completion_tokens, "correct": q.grade(g.text)[1]},
                 "samples": [{"answer": c.answer, "tokens": c.completion.completion_tokens,
                              "correct": q.grade(c.completion.text)[1]} for c in cands],
-                "rm": [float(s) for s in rm_scores],
+                "rm_features": [all_features(item) for item in items],
             }
             f.write(json.dumps(row) + "\n")
             f.flush()
@@ -166,7 +169,7 @@ def method_outcomes(row: dict) -> dict[str, tuple[bool, int]]:
     out = {"greedy": (row["greedy"]["correct"], row["greedy"]["tokens"])}
     for k in SC_KS:
         out[f"SC@{k}"] = (majority_correct(s[:k]), sum(x["tokens"] for x in s[:k]))
-    out["BoN@8 RM"] = (bon_rm(s, row["rm"]), sum(x["tokens"] for x in s[:BON_N]))
+    out["BoN@8 RM"] = (bon_rm(s, REWARD_MODEL.score_features(row["rm_features"])), sum(x["tokens"] for x in s[:BON_N]))
     out["adaptive SC@<=8"] = adaptive_sc(s)
     return out
 
@@ -292,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     pool_meta = json.loads(POOL_META.read_text()) if POOL_META.exists() else {}
     report.update(date=datetime.now(UTC).isoformat(timespec="seconds"), machine=info, questions=len(rows),
                   peak_rss_mb=round(peak_rss_mb(), 1), pool_generation=pool_meta,
+                  reward_model_sha256=json.loads((ARTIFACTS / "reward_model.json").read_text())["sha256"],
                   wall_s_this_run=round(time.monotonic() - t0, 1))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "adaptive.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -299,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# Adaptive compute — headline benchmark · {report['date']} · commit {str(info['git_commit'])[:12]}", "",
              f"SmolLM2-135M-Instruct (ONNX, CPU), {len(rows)} questions of the label set; policy {report['policy']} "
              f"({report['rule']}); one greedy pass and one pool of {POOL} samples per question, every method scored "
-             f"on the same samples. Peak RSS {report['peak_rss_mb']} MB in this run; "
+             f"on the same samples; reward model {report['reward_model_sha256'][:12]}. "
+             f"Peak RSS {report['peak_rss_mb']} MB in this run; "
              f"{pool_meta.get('peak_rss_mb', '?')} MB in the last run that generated samples (model loaded). "
              f"Machine: {info['cpu']}, "
              f"{info['logical_cores']} cores. Plot: `adaptive.png`.", ""]

@@ -1,10 +1,14 @@
 """Difficulty labels from real runs: every label level on every question of the label set.
 
     router difficulty labels [--per-family 30] [--per-task 30] [--seed 2] [--out ...]
+    router difficulty labels --redo best_of_n_rm   # after retraining the reward model
 
 Seed 2 keeps these questions apart from the reward model's training questions (seed 0) and the
 strategies benchmark (seed 1). Questions run in a seeded shuffled order, so a run stopped early
 still covers every family. The file is resumable and is committed with the classifier it trains.
+``--redo LEVEL`` drops one level's rows and runs that level again on the questions already in the
+file: what a change to a level's parts (the reward model behind ``best_of_n_rm``) needs, without
+re-running the others.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from pathlib import Path
 from router.config import Settings
 from router.difficulty import LABELS
 from router.evaluation.datasets import label_set
-from router.evaluation.runner import ProgressLine, run_levels
+from router.evaluation.runner import ProgressLine, read_results, run_levels
 from router.policy.ladder import Policy, default_ladder
+from router.verifiers.reward_model import ARTIFACTS as REWARD_MODEL_DIR
 
 LABEL_LEVELS = ("single", "self_consistency", "best_of_n_rm")
 LABEL_MAX_NEW_TOKENS = 160  # SmolLM2's answers here end within ~110 tokens; 160 leaves room
@@ -37,19 +42,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--levels", default=",".join(LABEL_LEVELS))
     ap.add_argument("--out", type=Path, default=LABELS)
+    ap.add_argument("--redo", choices=LABEL_LEVELS, help="run this level again on the questions already labelled")
     args = ap.parse_args(argv)
     settings = Settings()
     engine = settings.load_engine()
     policy = label_policy()
     questions = label_set(args.per_family, args.per_task, seed=args.seed)
     random.Random(args.seed).shuffle(questions)
+    levels = args.levels.split(",")
+    if args.redo:
+        kept = read_results(args.out) if args.out.exists() else []
+        labelled = {r["id"] for r in kept}
+        questions = [(q, split) for q, split in questions if q.id in labelled]
+        args.out.write_text("".join(json.dumps(r) + "\n" for r in kept if r["level"] != args.redo))
+        levels = [args.redo]
     meta = args.out.with_suffix(".meta.json")
     meta.parent.mkdir(parents=True, exist_ok=True)
     meta.write_text(json.dumps({
         "model": engine.name, "per_family": args.per_family, "per_task": args.per_task, "seed": args.seed,
         "policy_version": policy.version, "levels": {lv.name: lv.__repr__() for lv in policy.levels},
+        "reward_model_sha256": json.loads((REWARD_MODEL_DIR / "reward_model.json").read_text())["sha256"],
     }, indent=2) + "\n")
-    for _ in run_levels(engine, policy, questions, args.levels.split(","), args.out, on_row=ProgressLine()):
+    for _ in run_levels(engine, policy, questions, levels, args.out, on_row=ProgressLine()):
         pass
     return 0
 

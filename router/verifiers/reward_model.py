@@ -101,7 +101,14 @@ class RewardModel(Verifier):
     def score(self, items: Sequence[ScoredItem], engine: Engine) -> list[float]:
         if not items:
             return []
+        return self.score_features([all_features(i) for i in items])
+
+    def score_features(self, named: Sequence[dict[str, float]]) -> list[float]:
+        """Scores of candidates given by their :func:`all_features` (e.g. stored with a sample
+        pool, so that a retrained model can rescore it without sampling again)."""
+        if not named:
+            return []
         session = self._load()
-        x = np.array([features(i) for i in items], dtype=np.float32)
+        x = np.array([[n[f] for f in FEATURES] for n in named], dtype=np.float32)
         probabilities = session.run(None, {session.get_inputs()[0].name: x})[1]
         return [float(p) for p in np.clip(probabilities[:, 1], 0.0, 1.0)]

@@ -78,3 +78,14 @@ def test_card_reports_held_out_family_metrics() -> None:
     assert all({"SC@8", "BoN@8 reward_model", "weighted@8 reward_model"} <= set(t)
                for t in m["selection_accuracy_leave_one_family_out"].values())
     assert (ARTIFACTS / "reward_model.onnx").stat().st_size < 2_000_000
+
+
+def test_stored_features_score_as_the_candidates_did(tiny: Engine) -> None:
+    """A sample pool keeps each candidate's features; rescoring them gives the live scores."""
+    from router.verifiers.reward_model import all_features
+
+    batch = items(tiny)
+    live = get_verifier("reward_model").score(batch, tiny)
+    stored = json.loads(json.dumps([all_features(i) for i in batch]))  # as written to and read from JSONL
+    assert RewardModel().score_features(stored) == pytest.approx(live, abs=1e-7)
+    assert RewardModel().score_features([]) == []
