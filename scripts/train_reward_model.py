@@ -1,6 +1,6 @@
 """Make the reward model's data, train it, export it to ONNX and write its card.
 
-    python scripts/train_reward_model.py --generate   # sample SmolLM2 on the training questions (~10 min)
+    python scripts/train_reward_model.py --generate   # sample SmolLM2 on the training questions (~13 min)
     python scripts/train_reward_model.py              # train + export from the committed data
 
 Data: for 25 questions (seed 0; the benchmarks draw seed 1) of every generated family and every
@@ -115,9 +115,9 @@ def train() -> None:
         "feature_sets_compared": compared,
         "selection_accuracy_leave_one_family_out": selection_accuracy(rows, scores),
     }
-    final = _fit(matrix(FEATURES), y)
-    x1 = matrix(FEATURES)[:1]
-    onx = _to_onnx(final, x1)
+    x = matrix(FEATURES)
+    final = _fit(x, y)
+    onx = _to_onnx(final, x[:1])
     out = ARTIFACTS / "reward_model.onnx"
     out.write_bytes(onx.SerializeToString())
     card = {
