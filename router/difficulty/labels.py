@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.redo:
         kept = read_results(args.out) if args.out.exists() else []
         labelled = {r["id"] for r in kept}
+        if missing := labelled - {q.id for q, _ in questions}:
+            raise SystemExit(f"--redo: {len(missing)} labelled questions (e.g. {sorted(missing)[0]}) are not in the "
+                             "question set of these --per-family/--per-task/--seed values; use the ones in "
+                             f"{args.out.with_suffix('.meta.json').name}. Nothing was changed.")
         questions = [(q, split) for q, split in questions if q.id in labelled]
         args.out.write_text("".join(json.dumps(r) + "\n" for r in kept if r["level"] != args.redo))
         levels = [args.redo]

@@ -53,3 +53,8 @@ def test_redo_runs_one_level_again_on_the_labelled_questions_only(
     kept = [r for r in rows if r["level"] != "single"]
     assert all(r["latency_ms"] > 0 and "question" in r for r in redone)  # really run again
     assert all(r["latency_ms"] == -1.0 for r in kept)  # the other levels untouched
+    # Questions outside the given question set would lose the level's rows: refused, file untouched.
+    before = out.read_text()
+    with pytest.raises(SystemExit, match="not in the question set"):
+        labels_main(["--per-family", "1", "--per-task", "1", "--seed", "3", "--redo", "single", "--out", str(out)])
+    assert out.read_text() == before
