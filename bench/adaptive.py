@@ -48,7 +48,7 @@ from router.policy.tuning import paired_bootstrap, wilson_interval  # noqa: E402
 from router.strategies.best_of_n import select  # noqa: E402
 from router.strategies.sampling import tally  # noqa: E402
 from router.strategies.self_consistency import majority, replayed_stop  # noqa: E402
-from router.verifiers.reward_model import ARTIFACTS, RewardModel  # noqa: E402
+from router.verifiers.reward_model import RewardModel, committed_sha256  # noqa: E402
 
 POOL = 16
 SC_KS = (2, 4, 8, 16)
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     pool_meta = json.loads(POOL_META.read_text()) if POOL_META.exists() else {}
     report.update(date=datetime.now(UTC).isoformat(timespec="seconds"), machine=info, questions=len(rows),
                   peak_rss_mb=round(peak_rss_mb(), 1), pool_generation=pool_meta,
-                  reward_model_sha256=json.loads((ARTIFACTS / "reward_model.json").read_text())["sha256"],
+                  reward_model_sha256=committed_sha256(),
                   wall_s_this_run=round(time.monotonic() - t0, 1))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "adaptive.json").write_text(json.dumps(report, indent=2) + "\n")

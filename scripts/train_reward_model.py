@@ -82,12 +82,16 @@ def train() -> None:
     def matrix(names: tuple[str, ...]) -> np.ndarray:
         return np.array([[r["features"][f] for f in names] for r in rows], dtype=np.float32)
 
+    fitted: dict[tuple[str, ...], np.ndarray] = {}  # the shipped set is also a compared one: fit once
+
     def lofo_scores(names: tuple[str, ...]) -> np.ndarray:
         """Each row scored by a model fit on the other families only."""
-        x, out = matrix(names), np.zeros(len(rows))
-        for f in families:
-            out[fam == f] = _fit(x[fam != f], y[fam != f]).predict_proba(x[fam == f])[:, 1]
-        return out
+        if names not in fitted:
+            x, out = matrix(names), np.zeros(len(rows))
+            for f in families:
+                out[fam == f] = _fit(x[fam != f], y[fam != f]).predict_proba(x[fam == f])[:, 1]
+            fitted[names] = out
+        return fitted[names]
 
     # Feature sets compared on held-out families (no family sees itself): AUC and, what the model
     # is for, the accuracy of its pick among each question's samples. FEATURES is set from this.

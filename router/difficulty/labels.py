@@ -23,7 +23,7 @@ from router.difficulty import LABELS
 from router.evaluation.datasets import label_set
 from router.evaluation.runner import ProgressLine, read_results, run_levels
 from router.policy.ladder import Policy, default_ladder
-from router.verifiers.reward_model import ARTIFACTS as REWARD_MODEL_DIR
+from router.verifiers.reward_model import committed_sha256
 
 LABEL_LEVELS = ("single", "self_consistency", "best_of_n_rm")
 LABEL_MAX_NEW_TOKENS = 160  # SmolLM2's answers here end within ~110 tokens; 160 leaves room
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     meta.write_text(json.dumps({
         "model": engine.name, "per_family": args.per_family, "per_task": args.per_task, "seed": args.seed,
         "policy_version": policy.version, "levels": {lv.name: lv.__repr__() for lv in policy.levels},
-        "reward_model_sha256": json.loads((REWARD_MODEL_DIR / "reward_model.json").read_text())["sha256"],
+        "reward_model_sha256": committed_sha256(),
     }, indent=2) + "\n")
     for _ in run_levels(engine, policy, questions, levels, args.out, on_row=ProgressLine()):
         pass

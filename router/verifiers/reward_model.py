@@ -73,6 +73,11 @@ def all_features(item: ScoredItem) -> dict[str, float]:
     return dict(zip(ALL_FEATURES, values, strict=True))
 
 
+def committed_sha256(artifacts: Path = ARTIFACTS) -> str:
+    """The sha256 its card gives the reward model: what labels and benchmarks record they used."""
+    return json.loads((artifacts / "reward_model.json").read_text())["sha256"]
+
+
 class RewardModel(Verifier):
     name = "reward_model"
 

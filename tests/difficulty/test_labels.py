@@ -12,7 +12,7 @@ from router.difficulty.labels import LABEL_LEVELS, LABELS, label_policy
 from router.difficulty.labels import main as labels_main
 from router.evaluation.datasets import label_set
 from router.evaluation.runner import read_results
-from router.verifiers.reward_model import ARTIFACTS as REWARD_MODEL_DIR
+from router.verifiers.reward_model import committed_sha256
 
 
 def test_labels_were_made_with_the_shipped_ladder() -> None:
@@ -33,8 +33,7 @@ def test_labels_were_made_with_the_committed_reward_model() -> None:
     """``best_of_n_rm`` rows rank samples by the reward model: retraining it means relabelling that
     level (``router difficulty labels --redo best_of_n_rm``)."""
     meta = json.loads(LABELS.with_suffix(".meta.json").read_text())
-    card = json.loads((REWARD_MODEL_DIR / "reward_model.json").read_text())
-    assert meta.get("reward_model_sha256") == card["sha256"], "run `router difficulty labels --redo best_of_n_rm`"
+    assert meta.get("reward_model_sha256") == committed_sha256(), "run `router difficulty labels --redo best_of_n_rm`"
 
 
 def test_redo_runs_one_level_again_on_the_labelled_questions_only(
