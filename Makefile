@@ -35,7 +35,7 @@ model-int8: install
 # onnxruntime and onnxruntime-gpu must never be installed together: the CUDA provider vanishes.
 install-gpu: install
 	$(BIN)/python -m pip uninstall -y onnxruntime
-	$(BIN)/python -m pip install -q 'onnxruntime-gpu>=1.26'  # see pyproject's gpu extra
+	$(BIN)/python -m pip install -q 'onnxruntime-gpu[cuda,cudnn]>=1.26'  # see pyproject's gpu extra
 
 bench: model model-int8 ## benchmarks -> bench/results/{engine,grpc,strategies,routing,adaptive}.{md,json}
 	$(BIN)/python bench/engine.py

@@ -21,6 +21,11 @@ What is compared, and why:
 5. Peak RSS per peer: each peer runs in a fresh subprocess of this script (``--section``), so one
    peer's memory never inflates another's.
 
+``--device cuda`` runs sections 1-5 on a GPU machine with onnxruntime-gpu: transformers on torch
+CUDA against the engine's fp32 decoder on the CUDA execution provider (the int8 and q4 variants and
+llama.cpp are CPU peers and are left out), written to ``engine_cuda.json`` / ``engine_cuda.md`` so
+the CPU report stays as it is. Memory there is host RSS; transformers' GPU peak is added.
+
 Every cell is the median of ``--repeats`` runs (default 3). Results go to ``engine.json`` (raw
 numbers, machine facts) and ``engine.md`` (tables, ratios, targets) in ``--out-dir``.
 
@@ -95,9 +100,11 @@ class Config:
     questions: int
     threads: int
     models_dir: Path
+    device: str = "cpu"
 
     def argv(self) -> list[str]:
         return [
+            "--device", self.device,
             "--repeats", str(self.repeats),
             "--tokens", str(self.tokens),
             "--questions", str(self.questions),
@@ -224,12 +231,12 @@ def section_hf(config: Config) -> dict[str, Any]:
     tok = reference_tokenizer(config)
     gguf = locate_source(spec(SMOLLM2))
     model, load_s = timed(lambda: AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval())
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval().to(config.device))
     rss_loaded = current_rss_mb()
     eos = read_manifest(config.models_dir / SMOLLM2).eos_token_ids[0]
 
     def run_one(prompt: BenchPrompt) -> list[int]:
-        ids = torch.tensor([prompt.ids])
+        ids = torch.tensor([prompt.ids], device=config.device)
         with torch.no_grad():
             out = model.generate(
                 ids, attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=eos,
@@ -238,8 +245,11 @@ def section_hf(config: Config) -> dict[str, Any]:
         return out[0, len(prompt.ids):].tolist()
 
     greedy = measure_greedy(run_one, greedy_prompts(tok), config.repeats)
-    return {"load_seconds": round(load_s, 2), "rss_after_load_mb": rss_loaded, "greedy": greedy,
-            "threads": torch.get_num_threads()}
+    result = {"load_seconds": round(load_s, 2), "rss_after_load_mb": rss_loaded, "greedy": greedy,
+              "threads": torch.get_num_threads()}
+    if config.device == "cuda":
+        result["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return result
 
 
 def section_llama_cpp(config: Config) -> dict[str, Any]:
@@ -272,9 +282,12 @@ def section_llama_cpp(config: Config) -> dict[str, Any]:
 
 def section_engine(config: Config, variant: str) -> dict[str, Any]:
     from router.engine import Engine
-    from router.engine.session import CPU, SessionSettings
+    from router.engine.session import CPU, CUDA, SessionSettings
 
-    settings = SessionSettings(providers=(CPU,), intra_op_threads=config.threads)
+    if config.device == "cuda":  # no silent CPU fallback: a CPU run would be reported as CUDA
+        settings = SessionSettings(providers=(CUDA,), allow_cpu_fallback=False, intra_op_threads=config.threads)
+    else:
+        settings = SessionSettings(providers=(CPU,), intra_op_threads=config.threads)
     single_row = SINGLE_ROW_MODELS.get(variant)
     engine, load_s = timed(lambda: Engine.load(config.models_dir / ENGINE_MODELS[variant], settings,
                                                single_row_dir=config.models_dir / single_row if single_row else None))
@@ -379,8 +392,13 @@ def spawn_section(name: str, config: Config) -> dict[str, Any]:
     return result
 
 
-def machine_info() -> dict[str, Any]:
-    return machine.machine_info(("onnxruntime", "torch", "transformers", "numpy", "llama-cpp-python"))
+def machine_info(device: str = "cpu") -> dict[str, Any]:
+    info = machine.machine_info(("onnxruntime", "onnxruntime-gpu", "torch", "transformers", "numpy",
+                                 "llama-cpp-python"))
+    if device == "cuda":
+        query = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]
+        info["gpu"] = subprocess.run(query, capture_output=True, text=True, check=False).stdout.strip()
+    return info
 
 
 # -- driver ------------------------------------------------------------------------------------
@@ -423,7 +441,7 @@ def _first_divergence(a: list[int], b: list[int]) -> int | None:
 def run_all(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     sections = ["fp32"]
     for variant in VARIANTS:
-        if variant == "int8" and args.skip_int8:
+        if (variant == "int8" and args.skip_int8) or config.device == "cuda":
             continue
         ensure_built(config.models_dir, variant)
         sections.append(variant)
@@ -433,7 +451,9 @@ def run_all(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     for name in sections:
         print(f"[bench] section {name} ...", flush=True)
         results[name] = spawn_section(name, config)
-    if importlib.util.find_spec("llama_cpp") is not None:
+    if config.device == "cuda":
+        results["llama-cpp"] = {"status": "CPU peer, not run with --device cuda"}
+    elif importlib.util.find_spec("llama_cpp") is not None:
         print("[bench] section llama-cpp ...", flush=True)
         results["llama-cpp"] = spawn_section("llama-cpp", config)
     else:
@@ -442,7 +462,7 @@ def run_all(config: Config, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_report(config: Config, args: argparse.Namespace) -> dict[str, Any]:
-    machine = machine_info()
+    machine = machine_info(config.device)
     started = dt.datetime.now(dt.UTC)
     results = run_all(config, args)
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -451,6 +471,7 @@ def build_report(config: Config, args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine,
         "config": {**{k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()},
                    "quick": args.quick, "skip_int8": args.skip_int8, "skip_hf": args.skip_hf},
+        "device": config.device,
         "targets": {"decode_ratio_vs_hf": TARGET_DECODE_RATIO, "sampling_ratio": TARGET_SAMPLING_RATIO},
         "results": results,
         "comparisons": compare_outputs(results),
@@ -472,11 +493,15 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 
 def render_markdown(report: dict[str, Any]) -> str:
     m, cfg, res = report["machine"], report["config"], report["results"]
+    cuda = report.get("device") == "cuda"
+    ort_version = m["versions"].get("onnxruntime-gpu") if cuda else m["versions"]["onnxruntime"]
     lines = [
-        "# Engine benchmark",
+        "# Engine benchmark" + (" on CUDA" if cuda else ""),
         "",
+        *([f"GPU: {m['gpu']}. Every peer runs on it: transformers on torch CUDA, the engine on ONNX "
+           "Runtime's CUDA execution provider with CPU fallback refused.", ""] if cuda else []),
         f"{report['date_utc']} · {m['cpu']} · {m['logical_cores']} logical / {m['physical_cores']} physical "
-        f"cores · {m['ram_gb']} GB RAM · Python {m['python']} · onnxruntime {m['versions']['onnxruntime']} · "
+        f"cores · {m['ram_gb']} GB RAM · Python {m['python']} · onnxruntime {ort_version} · "
         f"torch {m['versions']['torch']} · transformers {m['versions']['transformers']} · commit "
         f"{(m['git_commit'] or 'unknown')[:12]}",
         "",
@@ -494,7 +519,8 @@ def _greedy_md(report: dict[str, Any]) -> list[str]:
     res = report["results"]
     hf_rate = res["hf"]["greedy"]["tokens_per_s"] if "hf" in res else None
     rows = []
-    for name, label in (("hf", "transformers (torch CPU)"), ("fp32", "engine fp32"), ("int8", "engine int8"),
+    hf_label = "transformers (torch CUDA)" if report.get("device") == "cuda" else "transformers (torch CPU)"
+    for name, label in (("hf", hf_label), ("fp32", "engine fp32"), ("int8", "engine int8"),
                         ("q4", "engine q4 (GGUF blocks)"), ("fp32+q4", "engine fp32, single-row steps on q4"),
                         ("llama-cpp", "llama.cpp (GGUF Q4_1)")):
         r = res.get(name)
@@ -558,9 +584,13 @@ def _accuracy_md(report: dict[str, Any]) -> list[str]:
 
 def _memory_md(res: dict[str, Any]) -> list[str]:
     rows = [[name, r.get("rss_after_load_mb"), r["peak_rss_mb"], r.get("load_seconds")]
+            + ([r.get("gpu_peak_mb") or "not measured"] if any("gpu_peak_mb" in x for x in res.values()) else [])
             for name, r in res.items() if "peak_rss_mb" in r]
+    header = ["peer", "RSS after load MB", "peak RSS MB", "load s"]
+    if any("gpu_peak_mb" in x for x in res.values()):
+        header.append("GPU peak MB (torch allocator)")
     lines = ["## 5. Memory (each peer in its own process)", ""]
-    lines += _table(["peer", "RSS after load MB", "peak RSS MB", "load s"], rows)
+    lines += _table(header, rows)
     return lines + [""]
 
 
@@ -581,6 +611,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--questions", type=int, default=40, help="arithmetic questions for the accuracy check")
     p.add_argument("--threads", type=int, default=2, help="threads for every peer (torch, ORT, llama.cpp)")
     p.add_argument("--models-dir", type=Path, default=default_models_dir())
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: transformers and the fp32 engine on the GPU (see the module docstring)")
     p.add_argument("--section", choices=SECTIONS, help=argparse.SUPPRESS)
     p.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -591,18 +623,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = Config(args.repeats, args.tokens, args.questions, args.threads, args.models_dir.resolve())
+    config = Config(args.repeats, args.tokens, args.questions, args.threads, args.models_dir.resolve(), args.device)
     if args.section:
         result = run_section(args.section, config)
         args.json_out.write_text(json.dumps(result))
         return 0
     report = build_report(config, args)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "engine.json").write_text(json.dumps(report, indent=2) + "\n")
+    stem = "engine_cuda" if args.device == "cuda" else "engine"
+    (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     markdown = render_markdown(report)
-    (args.out_dir / "engine.md").write_text(markdown)
+    (args.out_dir / f"{stem}.md").write_text(markdown)
     print(markdown)
-    print(f"[bench] wrote {args.out_dir / 'engine.json'} and {args.out_dir / 'engine.md'}")
+    print(f"[bench] wrote {args.out_dir / f'{stem}.json'} and {args.out_dir / f'{stem}.md'}")
     return 0
 
 

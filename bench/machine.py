@@ -34,7 +34,10 @@ def version(dist: str) -> str | None:
 
 
 def git_commit() -> str | None:
-    """HEAD, suffixed ``-dirty`` when tracked files have uncommitted changes."""
+    """HEAD, suffixed ``-dirty`` when tracked files have uncommitted changes; ``BENCH_GIT_COMMIT``
+    names it where the checkout was copied without ``.git`` (a lent GPU machine)."""
+    if os.environ.get("BENCH_GIT_COMMIT"):
+        return os.environ["BENCH_GIT_COMMIT"]
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
 

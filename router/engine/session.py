@@ -30,10 +30,26 @@ class SessionSettings:
     inter_op_threads: int = 1
 
 
+_cuda_libraries_loaded = False
+
+
+def _load_cuda_libraries() -> None:
+    """Load the CUDA and cuDNN libraries that pip put beside onnxruntime-gpu (its ``cuda`` and
+    ``cudnn`` extras), once, before the first CUDA session; without this the CUDA provider finds
+    them only on the system's library path. Libraries already loaded (by torch, say) are reused."""
+    global _cuda_libraries_loaded
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu >= 1.21
+    if preload is not None and not _cuda_libraries_loaded:
+        preload()
+    _cuda_libraries_loaded = True
+
+
 def open_session(model_file: Path, settings: SessionSettings) -> ort.InferenceSession:
     """Open ``model_file`` on the first usable provider of ``settings.providers``."""
     available = set(ort.get_available_providers())
     wanted = [p for p in settings.providers if p in available]
+    if wanted and wanted[0] == CUDA:
+        _load_cuda_libraries()
     missing = [p for p in settings.providers if p not in available]
     if missing:
         log.info("execution providers not installed here: %s", ", ".join(missing))
