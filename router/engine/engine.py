@@ -229,7 +229,7 @@ class Engine:
                 for i in active:
                     finish[live[i]] = stopped
                 break
-            logits = state.logits[active]
+            logits = state.logits if len(active) == state.rows else state.logits[active]
             chosen, chosen_lp = select_tokens(logits, params, [rngs[live[i]] for i in active])
             feed: list[list[int]] = [[] for _ in range(state.rows)]
             accepted: list[tuple[int, int]] = []
@@ -319,8 +319,13 @@ class Engine:
         mask = np.concatenate([state.mask, new_mask], axis=1)
         logits, kv = self._run(ids, mask, positions, state.kv)
         fed = np.flatnonzero(counts)
-        # Decoders from router/modelbuild/graph.py return only each row's last position.
-        state.logits[fed] = logits[fed, 0] if logits.shape[1] == 1 else logits[fed, counts[fed] - 1]
+        # Decoders from router/modelbuild/graph.py return only each row's last position. When every
+        # row was fed (every decode step but the last ones of a ragged batch) the fresh output
+        # becomes the state's logits as it is: copying [64, 49152] floats took 2.8 ms.
+        if logits.shape[1] == 1 and fed.size == rows:
+            state.logits = logits[:, 0]
+        else:
+            state.logits[fed] = logits[fed, 0] if logits.shape[1] == 1 else logits[fed, counts[fed] - 1]
         state.kv, state.mask = kv, mask
         state.lengths = state.lengths + counts
         state._keepalive = []

@@ -6,6 +6,12 @@ most likely one (one vectorised comparison). Every token outside the pool is les
 every token inside it, so when the pool holds the top k, or enough mass for the nucleus, the
 result is exact; otherwise that row falls back to a full sort. top-k is applied before top-p,
 and the nucleus is taken over the renormalised top-k distribution, as transformers does.
+
+On a GPU the forward pass is fast and this host-side selection is what a decode step waits for
+(bench/results/gpu_check.md: at n=64 it took more than the forward pass), so full-vocabulary
+passes are kept few: sums over the vocabulary are float32 (NumPy sums a row pairwise, so the
+relative error stays near 1e-6; a float64 sum of [64, 49152] took 3.6x as long), and the
+temperature is applied in place.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ def select_tokens(
     """
     shifted = logits - logits.max(axis=1, keepdims=True)
     weights = np.exp(shifted)
-    log_norm = np.log(weights.sum(axis=1, dtype=np.float64))
+    log_norm = np.log(weights.sum(axis=1).astype(np.float64))
     rows = len(shifted)
     if params.greedy:
         chosen = shifted.argmax(axis=1)
@@ -54,22 +60,23 @@ def _inverse_cdf(weights: np.ndarray, uniforms: np.ndarray, block: int = 256) ->
     """Row ``r``'s index where the running sum of ``weights[r]`` passes ``uniforms[r]`` of its total.
 
     Two levels instead of one cumsum over the vocabulary (a [8, 49152] float64 cumsum took 4.6 ms
-    here): sums of blocks of 256, a cumsum over those, then a cumsum inside the one block hit.
+    here): sums of blocks of 256, a cumsum over those, then a cumsum inside the one block hit, for
+    all rows at once. Counting the entries ``<= target`` is ``searchsorted(side="right")`` on these
+    non-decreasing sums.
     """
     rows, vocab = weights.shape
     pad = (-vocab) % block
     if pad:
         weights = np.pad(weights, ((0, 0), (0, pad)))
     blocks = weights.reshape(rows, -1, block)
-    block_cdf = np.cumsum(blocks.sum(axis=2, dtype=np.float64), axis=1)
-    targets = uniforms * block_cdf[:, -1]
-    out = np.empty(rows, dtype=np.int64)
-    for r in range(rows):
-        b = min(int(np.searchsorted(block_cdf[r], targets[r], side="right")), block_cdf.shape[1] - 1)
-        before = block_cdf[r, b - 1] if b else 0.0
-        inner = before + np.cumsum(blocks[r, b], dtype=np.float64)
-        out[r] = b * block + min(int(np.searchsorted(inner, targets[r], side="right")), block - 1)
-    return np.minimum(out, vocab - 1)
+    block_cdf = np.cumsum(blocks.sum(axis=2).astype(np.float64), axis=1)
+    targets = (uniforms * block_cdf[:, -1])[:, None]
+    hit = np.minimum((block_cdf <= targets).sum(axis=1), block_cdf.shape[1] - 1)
+    every = np.arange(rows)
+    before = np.where(hit > 0, block_cdf[every, np.maximum(hit - 1, 0)], 0.0)
+    inner = before[:, None] + np.cumsum(blocks[every, hit], axis=1, dtype=np.float64)
+    offset = np.minimum((inner <= targets).sum(axis=1), block - 1)
+    return np.minimum(hit * block + offset, vocab - 1)
 
 
 def _sample_row(scaled: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
