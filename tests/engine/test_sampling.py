@@ -81,3 +81,26 @@ def test_temperature_scales_distribution(temperature: float) -> None:
     p /= p.sum()
     got = draw(logits, SamplingParams(temperature=temperature, seed=5), 20000)
     assert abs((got == 0).mean() - p[0]) < 0.015
+
+
+def test_block_inverse_cdf_agrees_with_one_cumsum_over_the_vocabulary() -> None:
+    """The two-level, all-rows search picks the token a float64 cumsum over the whole row picks,
+    up to float32 rounding of the block sums at a boundary, and never a zero-weight token."""
+    from router.engine.sampling import _inverse_cdf
+
+    rng = np.random.default_rng(11)
+    for trial in range(30):
+        rows, vocab = int(rng.integers(1, 12)), int(rng.choice([300, 1000, 49152]))
+        weights = np.exp(rng.normal(scale=rng.uniform(0.5, 6), size=(rows, vocab)) - 5).astype(np.float32)
+        weights[:, rng.integers(0, vocab, vocab // 2)] = 0.0
+        uniforms = rng.random(rows)
+        uniforms[0] = 0.0
+        got = _inverse_cdf(weights, uniforms)
+        for r in range(rows):
+            cdf = np.cumsum(weights[r].astype(np.float64))
+            target = uniforms[r] * cdf[-1]
+            want = min(int(np.searchsorted(cdf, target, side="right")), vocab - 1)
+            assert weights[r, got[r]] > 0, f"trial {trial} row {r}: zero-weight token {got[r]} chosen"
+            if got[r] != want:  # only where the target sits on a boundary, within float32 rounding
+                lo = cdf[got[r] - 1] if got[r] else 0.0
+                assert lo - 1e-5 * cdf[-1] <= target <= cdf[got[r]] + 1e-5 * cdf[-1], (trial, r, got[r], want)
