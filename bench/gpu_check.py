@@ -121,23 +121,18 @@ def step_breakdown(engine: Engine, n: int, tokens: int = 64) -> dict[str, float]
     spent = {"ort": 0.0, "select": 0.0}
     run, select = engine._run, engine_module.select_tokens
 
-    def timed_run(*args: Any) -> Any:
-        t = time.perf_counter()
-        try:
-            return run(*args)
-        finally:
-            spent["ort"] += time.perf_counter() - t
-
-    def timed_select(*args: Any) -> Any:
-        t = time.perf_counter()
-        try:
-            return select(*args)
-        finally:
-            spent["select"] += time.perf_counter() - t
+    def timed(fn: Any, key: str) -> Any:
+        def wrapper(*args: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                spent[key] += time.perf_counter() - t
+        return wrapper
 
     params = SamplingParams(temperature=0.7, max_new_tokens=tokens, seed=3)
     engine.generate(STORY, params, n=n)  # warm-up at this batch shape
-    engine._run, engine_module.select_tokens = timed_run, timed_select
+    engine._run, engine_module.select_tokens = timed(run, "ort"), timed(select, "select")
     steps_before = engine.stats.forward_calls
     try:
         start = time.perf_counter()
