@@ -583,12 +583,11 @@ def _accuracy_md(report: dict[str, Any]) -> list[str]:
 
 
 def _memory_md(res: dict[str, Any]) -> list[str]:
+    gpu = any("gpu_peak_mb" in r for r in res.values())
     rows = [[name, r.get("rss_after_load_mb"), r["peak_rss_mb"], r.get("load_seconds")]
-            + ([r.get("gpu_peak_mb") or "not measured"] if any("gpu_peak_mb" in x for x in res.values()) else [])
+            + ([r.get("gpu_peak_mb") or "not measured"] if gpu else [])
             for name, r in res.items() if "peak_rss_mb" in r]
-    header = ["peer", "RSS after load MB", "peak RSS MB", "load s"]
-    if any("gpu_peak_mb" in x for x in res.values()):
-        header.append("GPU peak MB (torch allocator)")
+    header = ["peer", "RSS after load MB", "peak RSS MB", "load s"] + (["GPU peak MB (torch allocator)"] if gpu else [])
     lines = ["## 5. Memory (each peer in its own process)", ""]
     lines += _table(header, rows)
     return lines + [""]

@@ -250,8 +250,9 @@ def main() -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "gpu_check.md").write_text(render(report))
-    print(render(report))
+    markdown = render(report)
+    (args.out / "gpu_check.md").write_text(markdown)
+    print(markdown)
     return 0 if all(p["equal"] for p in parity) else 1
 
 

@@ -46,10 +46,11 @@ def vote_in_waves(sampler: WaveSampler, plan: Plan, wave: int, confidence: float
 def replayed_stop(answers: Sequence[str], wave: int, confidence: float) -> int:
     """How many of ``answers`` (in draw order) :func:`vote_in_waves` would draw before the Beta rule
     is sure, or all of them: the stopping rule replayed over a pool of samples drawn in advance."""
+    drawn = [SimpleNamespace(answer=a) for a in answers]  # what tally() reads
     k = 0
-    while k < len(answers):
-        k = min(k + wave, len(answers))
-        if beta_sure(tally([SimpleNamespace(answer=a) for a in answers[:k]]), confidence):
+    while k < len(drawn):
+        k = min(k + wave, len(drawn))
+        if beta_sure(tally(drawn[:k]), confidence):
             break
     return k
 

@@ -45,7 +45,11 @@ FEATURES = ALL_FEATURES
 
 def features(item: ScoredItem) -> list[float]:
     """The model's input vector for one candidate."""
-    named = all_features(item)
+    return _vector(all_features(item))
+
+
+def _vector(named: dict[str, float]) -> list[float]:
+    """The model's input vector from a candidate's :func:`all_features`."""
     return [named[f] for f in FEATURES]
 
 
@@ -104,8 +108,6 @@ class RewardModel(Verifier):
         return self._session
 
     def score(self, items: Sequence[ScoredItem], engine: Engine) -> list[float]:
-        if not items:
-            return []
         return self.score_features([all_features(i) for i in items])
 
     def score_features(self, named: Sequence[dict[str, float]]) -> list[float]:
@@ -114,6 +116,6 @@ class RewardModel(Verifier):
         if not named:
             return []
         session = self._load()
-        x = np.array([[n[f] for f in FEATURES] for n in named], dtype=np.float32)
+        x = np.array([_vector(n) for n in named], dtype=np.float32)
         probabilities = session.run(None, {session.get_inputs()[0].name: x})[1]
         return [float(p) for p in np.clip(probabilities[:, 1], 0.0, 1.0)]
