@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from router.errors import OverloadedError
+from router.errors import CapacityError, OverloadedError
 
 
 class ComputeSlots:
@@ -27,10 +27,11 @@ class ComputeSlots:
         return self._in_use
 
     def acquire(self, n: int) -> None:
-        """Take ``n`` slots or raise :class:`OverloadedError`."""
+        """Take ``n`` slots or raise :class:`OverloadedError` (busy now) or :class:`CapacityError` (never)."""
         if n > self.capacity:
-            raise OverloadedError(
-                f"request needs {n} compute slots; this server has {self.capacity} in all", self.retry_after_s
+            raise CapacityError(
+                f"request needs {n} compute slots and this server has {self.capacity} in all, so retrying will not "
+                f"help: cap it with hints.budget.max_samples <= {self.capacity}, or raise server.compute_slots"
             )
         with self._lock:
             if self._in_use + n > self.capacity:

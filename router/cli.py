@@ -1,4 +1,4 @@
-"""`router` command line: serve, ask, build and inspect models, generate without the service.
+"""`router` command line: serve, ask, feedback, build and inspect models, generate without the service.
 
 `eval`, `tune`, `difficulty` (labels, train), `store` (export), `policy` (check, reload) and `ab` (report)
 hand their arguments to the module that owns them.
@@ -129,6 +129,25 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _feedback(args: argparse.Namespace, settings: Settings) -> int:
+    import grpc
+
+    from router.client import RouterClient, field_violations
+
+    target = args.target or f"{settings.server.host}:{settings.server.port}"
+    with RouterClient(target, timeout_s=args.timeout) as client:
+        try:
+            created = client.feedback(args.request_id, args.key, score=args.score, label=args.label,
+                                      comment=args.comment)
+        except grpc.RpcError as exc:
+            fields = "; ".join(f"{f}: {d}" for f, d in field_violations(exc))
+            print(f"error: {exc.code().name}: {exc.details()}" + (f" [{fields}]" if fields else ""), file=sys.stderr)
+            return 1
+    print(f"feedback '{args.key}' on request {args.request_id}: "
+          + ("stored" if created else "already stored before (kept the first)"))
+    return 0
+
+
 # sub-command -> "module:function", or {action: "module:function"}; each takes the remaining argv
 DELEGATED: dict[str, str | dict[str, str]] = {
     "eval": "router.evaluation.eval_cli:main",
@@ -149,8 +168,15 @@ def _delegate(cmd: str, argv: list[str]) -> int:
     elif argv and argv[0] in actions:
         target, rest = actions[argv[0]], argv[1:]
     else:
-        print(f"usage: router {cmd} {{{','.join(actions)}}} [options]  (add --help after the action)", file=sys.stderr)
-        return 2
+        asked = bool(argv) and argv[0] in ("-h", "--help")
+        usage = f"usage: router {cmd} {{{','.join(actions)}}} [options]  (router {cmd} ACTION --help for its options)"
+        if not asked:
+            print(usage, file=sys.stderr)
+            print(f"router {cmd}: " + (f"unknown action '{argv[0]}'" if argv else "an action is required"),
+                  file=sys.stderr)
+            return 2
+        print(usage)
+        return 0
     module, func = target.split(":")
     return getattr(importlib.import_module(module), func)(rest)
 
@@ -182,6 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
     ask.add_argument("--trace", action="store_true")
     ask.add_argument("--json", action="store_true")
+
+    fb = sub.add_parser("feedback", help="attach a score or label to an answered request (SubmitFeedback)")
+    fb.add_argument("request_id", help="the request id `router ask` printed")
+    fb.add_argument("--key", default="correct", help="what is judged (default: correct)")
+    fb.add_argument("--score", type=float, default=None, help="e.g. 1 for right, 0 for wrong")
+    fb.add_argument("--label", default="")
+    fb.add_argument("--comment", default="")
+    fb.add_argument("--target", default=None, help="host:port (default: the configured server address)")
+    fb.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
 
     for cmd, actions in DELEGATED.items():
         what = {"eval": "run levels or a policy over a dataset", "tune": "tune a policy's threshold from eval results"
@@ -220,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args, settings)
         if args.cmd == "ask":
             return _ask(args, settings)
+        if args.cmd == "feedback":
+            return _feedback(args, settings)
         return _generate(args, settings)
     except RouterError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +21,12 @@ from dataclasses import dataclass
 from router.admission import ComputeSlots
 from router.domain import Candidate, Hints, Outcome, Plan, Query, Routing, Timings
 from router.engine import CancelToken, Engine, SamplingParams
-from router.errors import DeadlineTooShortError, InvalidArgumentError, NotReadyError
+from router.errors import (
+    AlreadyExistsError,
+    DeadlineTooShortError,
+    InvalidArgumentError,
+    NotReadyError,
+)
 from router.policy import PolicySet
 from router.policy.decider import Decider, DifficultyPredictor
 from router.store import SqliteStore
@@ -34,6 +41,11 @@ class CoreLimits:
     max_samples: int = 64
     # Generation stops this long before the caller's deadline so the answer can still reach it.
     response_margin_s: float = 0.05
+    # Caller-chosen strings that are stored with every decision or feedback row.
+    max_id_chars: int = 256  # request_id, unit_id
+    max_feedback_key_chars: int = 64
+    max_feedback_label_chars: int = 256
+    max_feedback_comment_chars: int = 4_000
 
 
 @dataclass
@@ -58,13 +70,15 @@ class Router:
     ) -> None:
         self.engine = engine
         self.policy_loader = policy_loader
-        self.decider = Decider(policies, scorer, limits.max_samples, accelerated=engine.accelerated)
         self.slots = slots
         self.store = store
         self.executor = executor
         self.limits = limits
+        self._check_servable(policies)
+        self.decider = Decider(policies, scorer, limits.max_samples, accelerated=engine.accelerated)
         self.min_pass_s = 0.0  # measured by warm_up(): a tiny single pass
         self.accepting = True
+        self._ids_in_flight: set[str] = set()  # caller-chosen request ids now running (event loop only)
 
     def warm_up(self) -> None:
         """Run one short pass so the first request pays no start-up cost and the deadline floor is known."""
@@ -76,26 +90,39 @@ class Router:
     def validate(self, query: Query) -> None:
         if query.text and query.messages:
             raise InvalidArgumentError("query", "set either text or messages, not both")
-        if not query.text.strip() and not query.messages:
-            raise InvalidArgumentError("query.text", "query is empty: give a question as text or messages")
+        where = "query.messages" if query.messages else "query.text"
+        tokenizer = self.engine.tokenizer
+
+        def in_query(exc: InvalidArgumentError) -> InvalidArgumentError:
+            field = where if exc.field == "prompt" else f"query.{exc.field}"
+            return InvalidArgumentError(field, exc.description)
+
+        if query.messages:
+            try:
+                tokenizer.messages(query.prompt)  # roles and contents, named by index
+            except InvalidArgumentError as exc:
+                raise in_query(exc) from None
+        users = [query.text] if not query.messages else [m["content"] for m in query.messages if m["role"] == "user"]
+        if not any(map(_has_visible_text, users)):
+            raise InvalidArgumentError(
+                where, "query is empty: give a question as text or a user message with visible text"
+            )
         size = len(query.text) + sum(len(m.get("content", "")) for m in query.messages)
         if size > self.limits.max_query_chars:
             raise InvalidArgumentError(
-                "query.text", f"query has {size} characters; this server takes at most {self.limits.max_query_chars}"
+                where, f"query has {size} characters; this server takes at most {self.limits.max_query_chars}"
             )
-        tokenizer = self.engine.tokenizer
         try:
             rendered = tokenizer.render(query.prompt)
         except InvalidArgumentError as exc:
-            field = "query.text" if exc.field == "prompt" else f"query.{exc.field}"
-            raise InvalidArgumentError(field, exc.description) from None
+            raise in_query(exc) from None
         # A byte-level BPE token covers at least one byte, so only long prompts need counting.
         if (
             len(rendered.encode()) >= self.engine.context_length
             and (prompt_tokens := len(tokenizer.encode(rendered))) >= self.engine.context_length
         ):
             raise InvalidArgumentError(
-                "query.text",
+                where,
                 f"query is {prompt_tokens} tokens with its chat template; the model's context holds "
                 f"{self.engine.context_length}",
             )
@@ -111,6 +138,8 @@ class Router:
     def _route(self, query: Query, hints: Hints, request_id: str, deadline: float | None) -> Routing:
         """:meth:`route` with ``deadline`` already combined with ``hints.deadline_ms``."""
         self.validate(query)
+        self._check_length("request_id", request_id, self.limits.max_id_chars)
+        self._check_length("hints.unit_id", hints.unit_id, self.limits.max_id_chars)
         remaining_ms = None
         if deadline is not None:
             remaining_ms = (deadline - time.monotonic() - self.limits.response_margin_s) * 1000
@@ -133,7 +162,18 @@ class Router:
 
     def set_policies(self, policies: PolicySet) -> None:
         """Serve ``policies`` from now on (refused if a routed policy cannot be served)."""
+        self._check_servable(policies)
         self.decider.set_policies(policies)
+
+    def _check_servable(self, policies: PolicySet) -> None:
+        """Warn about levels this server can run only under a caller's sample cap (they are refused
+        with FAILED_PRECONDITION otherwise: a configuration matter, not a momentary overload)."""
+        most = min(self.slots.capacity, self.limits.max_samples)
+        big = [f"{p.name}/{lv.name} ({lv.samples})" for p in policies for lv in p.levels if lv.samples > most]
+        if big:
+            log.warning("levels taking more samples than this server runs at once (%d: server.compute_slots %d, "
+                        "engine.max_samples %d) run only with hints.budget.max_samples: %s", most,
+                        self.slots.capacity, self.limits.max_samples, ", ".join(big))
 
     def reload_policies(self) -> PolicySet:
         """Re-read the policy source; on any error the policies in force stay and the error is raised."""
@@ -159,7 +199,31 @@ class Router:
         arrived = time.monotonic()
         if not self.accepting:
             raise NotReadyError("server is shutting down; retry on another replica")
-        request_id = request_id or uuid.uuid4().hex
+        if not request_id:
+            request_id = uuid.uuid4().hex
+            return await self._generate(query, hints, request_id, arrived, deadline, progress, on_plan)
+        self._check_length("request_id", request_id, self.limits.max_id_chars)
+        if request_id in self._ids_in_flight:
+            raise AlreadyExistsError(_id_taken(request_id, "a request under it is running now"))
+        self._ids_in_flight.add(request_id)  # before any await: a concurrent duplicate sees it
+        try:
+            taken = await asyncio.wrap_future(self.store.request_id_taken(request_id))
+            if taken:
+                raise AlreadyExistsError(_id_taken(request_id, taken))
+            return await self._generate(query, hints, request_id, arrived, deadline, progress, on_plan)
+        finally:
+            self._ids_in_flight.discard(request_id)  # recorded by now (reads see queued writes), or refused
+
+    async def _generate(
+        self,
+        query: Query,
+        hints: Hints,
+        request_id: str,
+        arrived: float,
+        deadline: float | None,
+        progress: Progress | None,
+        on_plan: Callable[[Plan], None] | None,
+    ) -> tuple[Plan, Outcome]:
         deadline = _tighter(deadline, hints, arrived)
         routing = self._route(query, hints, request_id, deadline)
         plan = routing.plan
@@ -234,7 +298,33 @@ class Router:
         return loop.run_in_executor(self.executor, work), cancel
 
     async def submit_feedback(self, request_id: str, key: str, score: float | None, label: str, comment: str) -> bool:
+        if score is not None and not math.isfinite(score):
+            raise InvalidArgumentError("score", f"must be a finite number, got {score}")
+        if key and not key.strip():
+            raise InvalidArgumentError("key", "is blank; give a feedback key, e.g. 'correct'")
+        lim = self.limits
+        for field, value, most in (
+            ("request_id", request_id, lim.max_id_chars), ("key", key, lim.max_feedback_key_chars),
+            ("label", label, lim.max_feedback_label_chars), ("comment", comment, lim.max_feedback_comment_chars),
+        ):
+            self._check_length(field, value, most)
         return await asyncio.wrap_future(self.store.add_feedback(request_id, key, score, label, comment))
+
+    @staticmethod
+    def _check_length(field: str, value: str, most: int) -> None:
+        if len(value) > most:
+            raise InvalidArgumentError(field, f"has {len(value)} characters; at most {most} are kept")
+
+
+def _id_taken(request_id: str, why: str) -> str:
+    shown = request_id if len(request_id) <= 64 else request_id[:61] + "..."
+    return (f"request_id '{shown}' is already used: {why}. Request ids are single-use; send a new one, or none "
+            "and the server makes one")
+
+
+def _has_visible_text(text: str) -> bool:
+    """Anything besides whitespace, control and format characters (NUL, zero-width space, BOM)."""
+    return any(not ch.isspace() and unicodedata.category(ch) not in ("Cc", "Cf") for ch in text)
 
 
 def _tighter(deadline: float | None, hints: Hints, now: float) -> float | None:

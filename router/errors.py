@@ -44,12 +44,21 @@ class UnknownRequestError(RouterError, LookupError):
     """A request id that this router never answered (or whose record is gone)."""
 
 
+class AlreadyExistsError(RouterError):
+    """A caller-chosen id that is already taken (a ``request_id`` used by an earlier request)."""
+
+
 class OverloadedError(RouterError):
     """No compute slots free right now; the caller may retry after ``retry_after_s``."""
 
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class CapacityError(RouterError):
+    """A request needs more than this server can ever run at once (not a momentary overload):
+    retrying is useless until the caller asks for less or the operator raises a limit."""
 
 
 class DeadlineTooShortError(RouterError):

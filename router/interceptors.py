@@ -16,10 +16,13 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from router.errors import (
+    AlreadyExistsError,
+    CapacityError,
     DeadlineTooShortError,
     InvalidArgumentError,
     ModelUnavailableError,
@@ -37,7 +40,9 @@ log = logging.getLogger(__name__)
 _CODES: list[tuple[type[RouterError], grpc.StatusCode]] = [
     (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
     (UnknownRequestError, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (OverloadedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (CapacityError, grpc.StatusCode.FAILED_PRECONDITION),
     (DeadlineTooShortError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (NotReadyError, grpc.StatusCode.UNAVAILABLE),
     (ModelUnavailableError, grpc.StatusCode.UNAVAILABLE),
@@ -70,6 +75,39 @@ def _pack(message: Any) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
+
+
+class UnparsableRequest:
+    """Stands in for a request whose bytes are not the message the method takes.
+
+    gRPC would answer a failing deserializer with UNKNOWN, the Python exception's class in the
+    message, and a traceback in the server log on every such call; the wrapped method turns this
+    into INVALID_ARGUMENT instead, counted like any other call.
+    """
+
+    def __init__(self, message_type: str, reason: str) -> None:
+        self.message_type, self.reason = message_type, reason
+
+    def error(self) -> InvalidArgumentError:
+        return InvalidArgumentError(
+            "request", f"the request body is not a valid {self.message_type} ({self.reason}); check that the "
+            "client sends this method's request message from the router.v1 API",
+        )
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+    message_class = getattr(deserialize, "__self__", None)
+    message_type = getattr(getattr(message_class, "DESCRIPTOR", None), "full_name", "request message")
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            return UnparsableRequest(message_type, str(exc) or "protobuf decoding failed")
+
+    return parse
 
 
 class _HandlerCapture:
@@ -105,16 +143,17 @@ class ErrorsAndMetrics:
         server.add_registered_method_handlers(capture.service, wrapped)
 
     def _wrap(self, rpc: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        parse = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(rpc, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=parse,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(rpc, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=parse,
                 response_serializer=handler.response_serializer,
             )
         raise TypeError(f"{rpc}: only unary-unary and unary-stream methods are wrapped")
@@ -123,6 +162,8 @@ class ErrorsAndMetrics:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             start, code, observed = time.perf_counter(), "OK", False
             try:
+                if isinstance(request, UnparsableRequest):
+                    raise request.error()
                 return await inner(request, context)
             except grpc.aio.AbortError:
                 code = context.code().name if context.code() else "UNKNOWN"
@@ -144,6 +185,8 @@ class ErrorsAndMetrics:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             start, code, observed = time.perf_counter(), "OK", False
             try:
+                if isinstance(request, UnparsableRequest):
+                    raise request.error()
                 async for item in inner(request, context):
                     yield item
             except grpc.aio.AbortError:

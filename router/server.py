@@ -83,7 +83,8 @@ class RouterServer:
         await self.server.start()
         if s.metrics_port >= 0:
             self.metrics_port = self.metrics.serve(s.metrics_port, addr=s.host)
-        log.info("listening on %s:%d (metrics on %s)", s.host, self.port, self.metrics_port)
+        metrics = f"metrics on :{self.metrics_port}" if self.metrics_port is not None else "metrics off"
+        log.info("listening on %s:%d (%s)", s.host, self.port, metrics)
 
     async def load(self) -> None:
         """Read the model once, warm it up, then report SERVING."""

@@ -7,6 +7,7 @@ No decisions here and no status codes: errors are raised as domain errors and ma
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 
 import grpc
@@ -134,6 +135,7 @@ class RouterServicer(pb_grpc.RouterServiceServicer):
             deadline=_deadline(context), progress=progress,
             on_plan=lambda plan: events.put_nowait(pb.GenerateStreamResponse(decision=decision_to_proto(plan))),
         ))
+        getter: asyncio.Future | None = None
         try:
             while True:
                 getter = asyncio.ensure_future(events.get())
@@ -150,6 +152,8 @@ class RouterServicer(pb_grpc.RouterServiceServicer):
                 return
         finally:
             task.cancel()
+            if getter is not None:
+                getter.cancel()  # a client cancel lands in the wait above: no Queue.get() left pending
 
     async def Route(self, request: pb.RouteRequest, context: grpc.aio.ServicerContext) -> pb.RouteResponse:
         core = self._ready()
@@ -174,8 +178,11 @@ class RouterServicer(pb_grpc.RouterServiceServicer):
         return pb.ListPoliciesResponse(**self._policies(self._ready().policies))
 
     async def ReloadPolicies(self, request: pb.ReloadPoliciesRequest, context: grpc.aio.ServicerContext):
-        token = dict(context.invocation_metadata() or ()).get(ADMIN_TOKEN_KEY, "")
-        if not self.admin_token or token != self.admin_token:
+        tokens = [v for k, v in (context.invocation_metadata() or ()) if k == ADMIN_TOKEN_KEY]
+        # Exactly one token, compared in constant time: a repeated key must not let a later value win.
+        if not self.admin_token or len(tokens) != 1 or not hmac.compare_digest(
+            str(tokens[0]).encode(), self.admin_token.encode()
+        ):
             raise PermissionDeniedError(
                 f"ReloadPolicies needs the admin token in the '{ADMIN_TOKEN_KEY}' metadata "
                 "(set server.admin_token / ROUTER_SERVER__ADMIN_TOKEN to enable it)"

@@ -141,7 +141,7 @@ class Engine:
         params = params or SamplingParams()
         self.check_request(params, n)
         ids = self.tokenizer.encode_prompt(prompt)
-        if (stopped := self._interrupted(cancel, deadline)) is not None:  # spare the prefill
+        if (stopped := self._interrupted(cancel, deadline, time.monotonic())) is not None:  # spare the prefill
             return [Completion(i, "", [], [], stopped, len(ids)) for i in range(n)]
         state = self.prefill(ids)
         if n > 1:
@@ -220,8 +220,10 @@ class Engine:
             self._feed(state, [list(p) for p in state.pending])
             state.pending = [[] for _ in range(state.rows)]
         live = list(range(n_rows))  # live[i]: which completion state row i belongs to
+        step_s = 0.0  # the last step's duration: a step that would end past the deadline is not started
         while True:
-            stopped = self._interrupted(cancel, deadline)
+            began = time.monotonic()
+            stopped = self._interrupted(cancel, deadline, began + step_s)
             active = [i for i in range(state.rows) if finish[live[i]] is None]
             if not active:
                 break
@@ -264,6 +266,7 @@ class Engine:
             with self._stats_lock:
                 self.stats.decode_steps += 1
                 self.stats.generated_tokens += sum(1 for f in feed if f)
+            step_s = time.monotonic() - began
 
         out = []
         for c in range(n_rows):
@@ -297,10 +300,11 @@ class Engine:
         return min(hits) if hits else None
 
     @staticmethod
-    def _interrupted(cancel: CancelToken | None, deadline: float | None) -> FinishReason | None:
+    def _interrupted(cancel: CancelToken | None, deadline: float | None, step_end: float) -> FinishReason | None:
+        """Why not to start the next step: cancelled, or it would end (``step_end``) past the deadline."""
         if cancel is not None and cancel.cancelled:
             return FinishReason.CANCELLED
-        if deadline is not None and time.monotonic() >= deadline:
+        if deadline is not None and step_end >= deadline:
             return FinishReason.DEADLINE
         return None
 

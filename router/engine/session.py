@@ -74,7 +74,10 @@ def open_session(model_file: Path, settings: SessionSettings) -> ort.InferenceSe
             "and cuDNN libraries, or allow CPU fallback."
         )
     if in_use[0] != settings.providers[0]:
-        log.warning("running %s on %s (requested %s)", model_file.name, in_use[0], settings.providers[0])
+        if settings.providers[0] in available:  # installed, and failed to start: worth a warning
+            log.warning("running %s on %s (requested %s)", model_file.name, in_use[0], settings.providers[0])
+        else:  # the usual CPU install: the provider list is a preference
+            log.info("running %s on %s (%s is not installed)", model_file.name, in_use[0], settings.providers[0])
     return session
 
 

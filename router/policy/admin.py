@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from router.errors import PolicyFileError
 
@@ -27,10 +29,15 @@ def check_main(argv: list[str]) -> int:
         mark = "*" if p.name == policies.default else " "
         print(f"{mark} {p.name}@{p.version}  {p.rule.describe()}  levels: {', '.join(lv.name for lv in p.levels)}")
     for e in policies.experiments:
-        arms = ", ".join(f"{a.name}={a.policy} ({a.weight:g})" for a in e.arms)
-        shadow = ", ".join(a.name for a in e.shadow) or "none"
-        print(f"  experiment {e.name} ({'enabled' if e.enabled else 'disabled'}): {arms}; shadow: {shadow}")
+        print(_experiment_line(e.name, e.enabled, e.arms, e.shadow))
     return 0
+
+
+def _experiment_line(name: str, enabled: bool, arms: Iterable[Any], shadow: Iterable[Any]) -> str:
+    """One experiment as ``check`` and ``reload`` print it; arms have name, policy and weight."""
+    listed = ", ".join(f"{a.name}={a.policy} ({a.weight:g})" for a in arms)
+    return (f"  experiment {name} ({'enabled' if enabled else 'disabled'}): {listed}; "
+            f"shadow: {', '.join(a.name for a in shadow) or 'none'}")
 
 
 def reload_main(argv: list[str]) -> int:
@@ -54,4 +61,6 @@ def reload_main(argv: list[str]) -> int:
             print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
     print(f"reloaded from {resp.source}: " + ", ".join(f"{p.name}@{p.version}" for p in resp.policies))
+    for e in resp.experiments:
+        print(_experiment_line(e.name, e.enabled, e.arms, e.shadow_arms))
     return 0

@@ -65,9 +65,8 @@ class Decider:
         if experiment is None:
             return Routing(policy.plan(hints, self.max_samples, facts))
         plan = policy.plan(hints, self.max_samples, facts, experiment.name, arm)
-        unforced = replace(hints, level="") if hints.level else hints
         shadow_plans = tuple(
-            p.plan(unforced, self.max_samples, replace(facts, latency_ms=self._estimates(p)), experiment.name, a.name)
+            p.plan(hints, self.max_samples, replace(facts, latency_ms=self._estimates(p)), experiment.name, a.name)
             for a, p in shadows
         )
         return Routing(plan, shadow_plans)
@@ -77,8 +76,13 @@ class Decider:
 
     @staticmethod
     def _policy_for(policies: PolicySet, hints: Hints, request_id: str) -> tuple[Policy, Experiment | None, str]:
-        """An explicit policy wins; otherwise the enabled experiment's arm; otherwise the default."""
-        if hints.policy:
+        """An explicit policy wins; otherwise the enabled experiment's arm; otherwise the default.
+
+        A forced level opts out of the experiment too: it names a level of ``hints.policy`` (or of
+        the default policy), the same for every caller whatever arm its unit would hash to, and a
+        forced run is not a sample of any arm's routing.
+        """
+        if hints.policy or hints.level:
             return policies.get(hints.policy), None, ""
         experiment = policies.active_experiment
         if experiment is None:

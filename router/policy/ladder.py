@@ -28,7 +28,7 @@ from typing import Any
 
 from router.domain import Hints, Plan, SamplingOverrides
 from router.engine.types import SamplingParams
-from router.errors import InvalidArgumentError
+from router.errors import CapacityError, InvalidArgumentError
 from router.policy.experiments import Experiment
 
 _NO_OVERRIDES = SamplingOverrides()
@@ -127,9 +127,9 @@ class Policy:
         if hints.max_samples and hints.max_samples < samples:
             samples, capped = hints.max_samples, True
         if samples > max_samples:
-            raise InvalidArgumentError(
-                "hints.budget.max_samples",
-                f"level '{spec.name}' needs {samples} samples; this server allows {max_samples}",
+            raise CapacityError(
+                f"level '{spec.name}' takes {samples} samples and this server runs at most {max_samples} per request "
+                f"(engine.max_samples): cap it with hints.budget.max_samples <= {max_samples}"
             )
         predicted = [lv for lv in self.levels if lv.name in success]
         cheapest = min(predicted, key=lambda lv: lv.cost_tokens) if predicted else None
@@ -167,7 +167,8 @@ class Policy:
         if picked is None:  # nothing fits: the cheapest allowed level runs and truncates if it must
             pool = cpu or budget or predicted
             spec = min(pool, key=lambda lv: lv.cost_tokens)
-            picked = spec, "no level fits the deadline or budget; cheapest allowed level"
+            limit = "the budget" if not budget else "the CPU cap" if not cpu else "the deadline"
+            picked = spec, f"no level fits {limit}; running the cheapest allowed, {spec.name}, truncated if need be"
         spec, reason = picked
         # What the choice would have been without the budget / the CPU cap (only when they removed a level).
         unbounded = choose(predicted, success, self.rule) if len(budget) < len(predicted) else None
@@ -176,7 +177,7 @@ class Policy:
         if len(cpu) < len(budget):
             uncapped_cpu = choose([lv for lv in budget if _fits_deadline(lv, facts)], success, self.rule)
         degraded = uncapped_cpu is not None and uncapped_cpu[0] is not spec
-        if capped:
+        if capped and unbounded[0] is not spec:
             reason += "; budget excluded " + unbounded[0].name
         if degraded:
             reason += f"; CPU cap '{self.cpu_max_level}' excluded {uncapped_cpu[0].name}"

@@ -58,8 +58,8 @@ class _Level(_Strict):
     description: str = ""
     sampling: _Sampling = Field(default_factory=_Sampling)
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    cost_tokens: float = Field(default=0.0, ge=0)
-    latency_ms: float = Field(default=0.0, ge=0)
+    cost_tokens: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    latency_ms: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
 
 class _Rule(_Strict):
@@ -80,7 +80,7 @@ class _Policy(_Strict):
 class _Arm(_Strict):
     name: str = Field(min_length=1)
     policy: str = Field(min_length=1)
-    weight: float = Field(default=1.0, gt=0)
+    weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
 
 
 class _Experiment(_Strict):

@@ -243,6 +243,27 @@ class SqliteStore:
         """The recorded plan and outcome summary of a request (``None`` when unknown)."""
         return self._call(functools.partial(_read_decision, request_id)).result()
 
+    def request_id_taken(self, request_id: str) -> Future[str | None]:
+        """Future of why ``request_id`` cannot name a new request, or ``None`` when it can.
+
+        An id is taken once a request under it was answered, or was cancelled and then got feedback;
+        a request cancelled before any answer may be retried under its id (its row is replaced).
+        Runs after every write queued before it, so a decision recorded a moment ago is seen.
+        """
+        def read(conn: sqlite3.Connection) -> str | None:
+            query = "SELECT status, created_at FROM decisions WHERE request_id = ?"
+            row = conn.execute(query, (request_id,)).fetchone()
+            if row is None:
+                return None
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row[1]))
+            if row[0] != "cancelled":
+                return f"a request under it was answered at {when}"
+            if conn.execute("SELECT 1 FROM feedback WHERE request_id = ?", (request_id,)).fetchone() is not None:
+                return f"a request under it was cancelled at {when} and has feedback"
+            return None
+
+        return self._call(read)
+
     def shadow_decisions(self, request_id: str) -> list[dict]:
         """The shadow arms' plans logged for a request (never executed)."""
         query = ("SELECT experiment, arm, policy, policy_version, level, difficulty, plan_json "

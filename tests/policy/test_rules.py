@@ -8,7 +8,7 @@ import pytest
 
 from router.domain import Hints
 from router.engine import SamplingParams
-from router.errors import InvalidArgumentError
+from router.errors import CapacityError
 from router.policy import LevelSpec, Policy, RouteFacts, Rule, choose
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=64)
@@ -90,7 +90,18 @@ def test_deadline_drops_levels_whose_latency_would_not_fit() -> None:
 def test_nothing_fits_the_deadline_runs_the_cheapest_level() -> None:
     plan = policy(Rule("threshold", target=0.9)).plan(Hints(), 64, facts(0.1, 0.5, 0.95, remaining_ms=10))
     assert plan.level == "single"
-    assert "no level fits" in plan.reason
+    assert "no level fits the deadline" in plan.reason
+
+
+def test_a_budget_below_every_level_runs_the_cheapest_and_says_so_without_contradiction() -> None:
+    # single's estimate (50 tokens) is above the 8-token budget too: the reason must not say the
+    # budget excluded the level that runs.
+    plan = policy(Rule("threshold", target=0.3)).plan(Hints(max_tokens=8), 64, facts(0.5, 0.7, 0.9))
+    assert plan.level == "single"
+    assert plan.capped_by_budget
+    assert plan.sampling.max_new_tokens == 8
+    assert "no level fits the budget" in plan.reason
+    assert "excluded single" not in plan.reason
 
 
 def test_forced_level_wins_over_the_rule_and_the_cap() -> None:
@@ -119,6 +130,7 @@ def test_fixed_rule_and_missing_predictions_use_the_default_level() -> None:
 
 
 def test_server_sample_limit_is_a_clear_error() -> None:
-    with pytest.raises(InvalidArgumentError) as err:
+    with pytest.raises(CapacityError) as err:  # not the caller's fault, not a momentary overload
         policy(Rule("fixed")).plan(Hints(level="bon"), 8, RouteFacts())
-    assert err.value.field == "hints.budget.max_samples"
+    assert "hints.budget.max_samples <= 8" in str(err.value)
+    assert policy(Rule("fixed")).plan(Hints(level="bon", max_samples=8), 8, RouteFacts()).samples == 8

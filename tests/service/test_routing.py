@@ -177,6 +177,39 @@ def test_a_refused_request_logs_no_shadow_decisions(rclient: RouterClient, route
     assert len(routed.core.store.shadow_decisions(answered.request_id)) == 2
 
 
+def test_a_forced_level_opts_out_of_the_experiment_for_every_unit(
+    rclient: RouterClient, routed: ThreadedServer
+) -> None:
+    experiment = routed.core.policies.active_experiment
+    units = [f"f{i}" for i in range(8)]
+    assert {experiment.assign(u).name for u in units} == {"control", "treatment"}
+    default = routed.core.policies.get("")
+    for unit in units:
+        d = rclient.route(QUESTIONS[0], unit_id=unit, level="self_consistency").decision
+        assert (d.level, d.policy, d.experiment, d.arm) == ("self_consistency", default.name, "", "")
+
+
+def test_a_level_larger_than_the_server_is_refused_as_a_precondition_not_overload(
+    rclient: RouterClient, routed: ThreadedServer
+) -> None:
+    core = routed.core
+    original = core.policies
+    raw = yaml.safe_load(Path(original.source).read_text())
+    raw["policies"][1]["levels"][1]["samples"] = core.slots.capacity + 1
+    core.set_policies(parse_policies(raw, original.source))
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            rclient.generate(QUESTIONS[0], policy="adaptive", level="self_consistency")
+        assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "max_samples" in err.value.details() and "compute_slots" in err.value.details()
+        capped = rclient.generate(QUESTIONS[0], policy="adaptive", level="self_consistency",
+                                  max_samples=core.slots.capacity)
+        assert capped.decision.samples == core.slots.capacity
+    finally:
+        core.set_policies(original)
+    assert core.slots.in_use == 0
+
+
 def test_reload_swaps_policies_and_a_broken_file_keeps_the_old_ones(
     rclient: RouterClient, routed: ThreadedServer
 ) -> None:
@@ -226,3 +259,16 @@ def _wait_for_shadows(srv: ThreadedServer, request_id: str) -> list[dict]:
             return rows
         time.sleep(0.05)
     raise AssertionError(f"shadow decisions of {request_id} never reached the store")
+
+
+def test_policy_reload_command_prints_the_policies_and_experiments_in_force(
+    routed: ThreadedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from router.cli import main
+
+    assert main(["policy", "reload", "--target", routed.target, "--token", "wrong"]) == 1
+    assert "PERMISSION_DENIED" in capsys.readouterr().err
+    assert main(["policy", "reload", "--target", routed.target, "--token", ADMIN_TOKEN]) == 0
+    out = capsys.readouterr().out
+    assert "reloaded from" in out and "adaptive@" in out
+    assert "experiment ab (enabled): control=fixed (1), treatment=adaptive (1); shadow: shadow-probe, shadow-sc" in out

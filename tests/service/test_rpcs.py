@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -87,6 +89,10 @@ def test_reload_policies_is_guarded(client: RouterClient) -> None:
     with pytest.raises(grpc.RpcError) as err:
         client.stub.ReloadPolicies(pb.ReloadPoliciesRequest(), timeout=5, metadata=[("x-router-admin-token", "wrong")])
     assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as err:  # a repeated key must not let the later value win
+        client.stub.ReloadPolicies(pb.ReloadPoliciesRequest(), timeout=5, metadata=[
+            ("x-router-admin-token", "wrong"), ("x-router-admin-token", ADMIN_TOKEN)])
+    assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
     ok = client.stub.ReloadPolicies(pb.ReloadPoliciesRequest(), timeout=5,
                                     metadata=[("x-router-admin-token", ADMIN_TOKEN)])
     assert [p.name for p in ok.policies] == ["fixed", "adaptive", "always_sc"]
@@ -102,6 +108,23 @@ def test_stream_sends_decision_then_tokens_then_final(client: RouterClient) -> N
     assert "".join(e.token.text for e in events if e.HasField("token")) == final.text
     assert events[-2].token.completion_tokens <= final.usage.completion_tokens
     assert events[0].decision == final.decision
+
+
+def test_a_cancelled_stream_leaves_no_task_behind(client: RouterClient, tiny_server: ThreadedServer) -> None:
+    stream = client.generate_stream("Write a long story about a dragon.", max_new_tokens=24)
+    assert next(stream).WhichOneof("event") == "decision"
+    stream.cancel()
+    core = tiny_server.core
+
+    async def waiting_queue_gets() -> list[str]:
+        await asyncio.sleep(0.2)  # the server sees the cancel
+        return [repr(t) for t in asyncio.all_tasks() if "Queue.get" in repr(t.get_coro())]
+
+    assert tiny_server.run(waiting_queue_gets()) == []
+    deadline = time.monotonic() + 10
+    while core.slots.in_use and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert core.slots.in_use == 0
 
 
 def test_concurrent_requests_equal_sequential_ones(client: RouterClient) -> None:
