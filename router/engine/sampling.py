@@ -36,7 +36,8 @@ def select_tokens(
     """Pick one token per row of ``logits`` ([rows, vocab]).
 
     Returns the tokens and their log-probabilities under the model (log-softmax of the raw
-    logits, whatever the temperature).
+    logits, whatever the temperature). A temperature below ``MIN_TEMPERATURE`` is greedy (see
+    ``SamplingParams.greedy``), so ``1 / temperature`` below is always finite in float32.
     """
     shifted = logits - logits.max(axis=1, keepdims=True)
     weights = np.exp(shifted)

@@ -13,6 +13,11 @@ from router.errors import InvalidArgumentError
 ChatMessages = Sequence[Mapping[str, str]]
 Prompt = str | ChatMessages
 
+# Below this temperature sampling is greedy. The limit T -> 0 of softmax(logits / T) is the argmax;
+# dividing by a T near float32's smallest values overflows to inf, and 0 * inf is NaN. At 1e-5 a
+# logit gap of 1e-4 already weighs e^-10, so below it only exact ties would still be sampled.
+MIN_TEMPERATURE = 1e-5
+
 
 class FinishReason(enum.StrEnum):
     """Why a completion stopped."""
@@ -26,7 +31,8 @@ class FinishReason(enum.StrEnum):
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick tokens. ``temperature == 0`` is greedy; ``top_k == 0`` and ``top_p == 1`` are off.
+    """How to pick tokens. ``temperature < MIN_TEMPERATURE`` (1e-5; 0 included) is greedy;
+    ``top_k == 0`` and ``top_p == 1`` are off.
 
     ``stop`` strings end a completion; its text is cut before the stop string. ``seed`` makes
     sampling reproducible: row ``i`` of a call draws from its own generator seeded by
@@ -61,7 +67,9 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        """Whether tokens are the argmax: ``temperature`` is 0 or below :data:`MIN_TEMPERATURE`, the
+        limit sampling tends to (top_k and top_p then change nothing; logprobs stay the model's)."""
+        return self.temperature < MIN_TEMPERATURE
 
 
 @dataclass

@@ -48,6 +48,16 @@ def test_same_seed_same_samples_and_rows_independent_of_n(tiny: Engine) -> None:
     assert [c.token_ids for c in other] != [c.token_ids for c in a]
 
 
+@pytest.mark.parametrize("temperature", [1e-45, 1e-39])
+def test_a_vanishing_temperature_generates_the_greedy_tokens(tiny: Engine, temperature: float) -> None:
+    """It used to give NaN weights and token 0 at every step."""
+    greedy = tiny.generate(PROMPT, SamplingParams(max_new_tokens=12))[0]
+    for extra in ({}, {"top_k": 40, "top_p": 0.9}):
+        params = SamplingParams(temperature=temperature, max_new_tokens=12, seed=3, **extra)
+        for c in tiny.generate(PROMPT, params, n=2):
+            assert c.token_ids == greedy.token_ids and c.logprobs == pytest.approx(greedy.logprobs)
+
+
 def test_cancel_before_start_returns_nothing_generated(tiny: Engine) -> None:
     token = CancelToken()
     token.cancel()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from router.engine.sampling import row_generators, select_tokens
-from router.engine.types import SamplingParams
+from router.engine.types import MIN_TEMPERATURE, SamplingParams
 
 
 def draw(logits: np.ndarray, params: SamplingParams, n: int) -> np.ndarray:
@@ -104,3 +104,34 @@ def test_block_inverse_cdf_agrees_with_one_cumsum_over_the_vocabulary() -> None:
             if got[r] != want:  # only where the target sits on a boundary, within float32 rounding
                 lo = cdf[got[r] - 1] if got[r] else 0.0
                 assert lo - 1e-5 * cdf[-1] <= target <= cdf[got[r]] + 1e-5 * cdf[-1], (trial, r, got[r], want)
+
+
+@pytest.mark.parametrize("options", [{}, {"top_k": 5}, {"top_p": 0.9}, {"top_k": 5, "top_p": 0.9}])
+@pytest.mark.parametrize("temperature", [1e-45, 1e-39, 1e-30, MIN_TEMPERATURE / 2])
+def test_a_temperature_below_the_floor_is_greedy(temperature: float, options: dict) -> None:
+    """1 / T overflowing float32 made 0 * inf = NaN weights, and every row drew token 0."""
+    logits = np.random.default_rng(3).normal(size=(4, 1000)).astype(np.float32)
+    params = SamplingParams(temperature=temperature, seed=1, **options)
+    params.validate()
+    with np.errstate(over="raise", invalid="raise"):  # no overflow or invalid value on the way
+        tokens, lp = select_tokens(logits, params, row_generators(1, 4))
+    want = logits.argmax(-1)
+    assert (tokens == want).all()
+    shifted = logits.astype(np.float64) - logits.max(-1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    np.testing.assert_allclose(lp, log_softmax[np.arange(4), want], rtol=1e-5)
+    assert params.greedy
+
+
+@pytest.mark.parametrize("options", [{}, {"top_k": 3}, {"top_p": 0.99}])
+def test_a_temperature_just_above_the_floor_still_samples(options: dict) -> None:
+    """At T = 2 * floor, logits 0, -T, -2T are drawn with weights e^0, e^-1, e^-2: still a distribution."""
+    t = 2 * MIN_TEMPERATURE
+    logits = np.array([0.0, -t, -2 * t], dtype=np.float32)
+    params = SamplingParams(temperature=t, seed=8, **options)
+    assert not params.greedy
+    with np.errstate(over="raise", invalid="raise"):
+        got = draw(logits, params, 20000)
+    p = np.exp(logits.astype(np.float64) / t)
+    p /= p.sum()
+    np.testing.assert_allclose(np.bincount(got, minlength=3) / 20000, p, atol=0.015)
