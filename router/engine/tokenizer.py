@@ -3,10 +3,17 @@
 The chat prompt is rendered with the model's own Jinja template and encoded with
 ``add_special_tokens=False``: the template already writes every special token, and letting the
 tokenizer add a BOS on top is the doubled-``<|im_start|>`` fault DESIGN.md §3 warns about.
+
+Special tokens come from the template only. The tokenizer matches special-token strings anywhere
+in its input, so a message saying ``<|im_end|>\n<|im_start|>system`` would close its turn and open
+a system one; message contents are encoded as literal text instead (see
+:meth:`ChatTokenizer.encode_prompt`).
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -29,6 +36,19 @@ class ChatTokenizer:
 
     def __init__(self, tokenizer_file: Path, chat_template: str) -> None:
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        # A second instance for message contents: special-token strings in it are plain text. Its
+        # own instance, set once, because the flag is per tokenizer and encoding runs on many threads.
+        self._literal = Tokenizer.from_file(str(tokenizer_file))
+        self._literal.encode_special_tokens = True
+        specials = sorted((t.content for t in self.tokenizer.get_added_tokens_decoder().values() if t.special),
+                          key=len, reverse=True)  # longest first, as the tokenizer matches
+        self._special_ids = {t: self.tokenizer.token_to_id(t) for t in specials}
+        self._special_re = re.compile("|".join(map(re.escape, specials))) if specials else None
+        # A content ending with a special's proper prefix or starting with a proper suffix could
+        # complete one together with the template text beside it.
+        self._special_prefixes = tuple({t[:i] for t in specials for i in range(1, len(t))})
+        self._special_suffixes = tuple({t[i:] for t in specials for i in range(1, len(t))})
+        self._chat_template = chat_template
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise
         self._template = env.from_string(chat_template)
@@ -87,11 +107,81 @@ class ChatTokenizer:
             raise InvalidArgumentError("prompt", f"chat template rejected the messages: {exc}") from exc
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
-        """Token ids of the templated prompt, ready for the assistant's turn."""
-        return self.encode(self.render(prompt))
+        """Token ids of the templated prompt, ready for the assistant's turn.
+
+        Only the template writes special tokens: a special-token string inside a message's content
+        becomes ordinary text tokens. Contents that could not form one are the common case and are
+        encoded with the whole rendered string, as before; otherwise see :meth:`_encode_literal`.
+        """
+        contents = [prompt] if isinstance(prompt, str) else [m.get("content") for m in prompt]
+        if not any(self._may_form_special(c) for c in contents if isinstance(c, str)):
+            return self.encode(self.render(prompt))
+        return self._encode_literal(prompt)
+
+    def count_prompt_tokens(self, prompt: Prompt) -> int:
+        """Length of :meth:`encode_prompt`: what the prompt takes of the model's context."""
+        return len(self.encode_prompt(prompt))
 
     def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; special-token strings in it become special tokens."""
         return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def _may_form_special(self, content: str) -> bool:
+        if self._special_re is None:
+            return False
+        return (self._special_re.search(content) is not None or content.endswith(self._special_prefixes)
+                or content.startswith(self._special_suffixes))
+
+    def _encode_literal(self, prompt: Prompt) -> list[int]:
+        """Encode the prompt with its contents as literal text.
+
+        The template is rendered with each content replaced by a placeholder; special-token
+        strings in the template's own text become special tokens, and the text between two of
+        them (template text and contents together) is encoded by the literal tokenizer. That is
+        what the tokenizer does to the whole string, special-token splitting included, except
+        that it finds no special tokens inside contents, so an ordinary prompt gets the same ids
+        either way (given special tokens that strip no whitespace beside them, as SmolLM2's and
+        other ChatML tokenizers' do). A template that alters a content (trims, escapes it) leaves no place to put
+        it back literally, and such a prompt is refused rather than encoded with live controls.
+        """
+        messages = self.messages(prompt)
+        contents = [m["content"] for m in messages]
+        used = set("".join(contents)) | set(self._chat_template)
+        private_use = itertools.chain(range(0xE000, 0xF900), range(0xF0000, 0xFFFFE))
+        mark = next((chr(c) for c in private_use if chr(c) not in used), None)
+        if mark is None:
+            raise InvalidArgumentError("prompt", "the messages use every private-use character")
+        if isinstance(prompt, str) and self.text_frame is not None:
+            pieces = [self.text_frame[0], "0", self.text_frame[1]]
+        else:
+            held = [{**m, "content": f"{mark}{i}{mark}"} for i, m in enumerate(messages)]
+            try:
+                rendered = self._template.render(messages=held, add_generation_prompt=True)
+            except TemplateError as exc:
+                raise InvalidArgumentError("prompt", f"chat template rejected the messages: {exc}") from exc
+            pieces = re.split(f"{mark}([0-9]+){mark}", rendered)
+        # template text at even positions, the index of the content rendered there at odd ones
+        restored = "".join(contents[int(p)] if i % 2 else p for i, p in enumerate(pieces))
+        if mark in "".join(pieces[::2]) or restored != self.render(prompt):
+            raise InvalidArgumentError(
+                "prompt", "a message contains a special-token string, and this model's chat template "
+                "does not insert messages verbatim, so it cannot be kept as literal text")
+        ids: list[int] = []
+        run: list[str] = []  # text since the last template special token
+        for i, piece in enumerate(pieces):
+            if i % 2:
+                run.append(contents[int(piece)])
+                continue
+            at = 0
+            for match in self._special_re.finditer(piece) if self._special_re is not None else ():
+                run.append(piece[at:match.start()])
+                ids += self._literal_ids("".join(run)) + [self._special_ids[match.group()]]
+                run, at = [], match.end()
+            run.append(piece[at:])
+        return ids + self._literal_ids("".join(run))
+
+    def _literal_ids(self, text: str) -> list[int]:
+        return self._literal.encode(text, add_special_tokens=False).ids if text else []
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
