@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 from scipy import stats
 
 from router.domain import Plan, Query
-from router.engine import CancelToken, Engine, SamplingParams
+from router.engine import CancelToken, Engine, FinishReason, SamplingParams
 from router.strategies import StrategyContext, get_strategy
 from router.strategies.sampling import beta_stop_probability, tally, wave_params
 from router.strategies.self_consistency import replayed_stop
@@ -147,10 +148,13 @@ def test_adaptive_stop_spends_less_where_samples_agree(smollm2: Engine) -> None:
 
 def test_self_refine_drafts_critiques_and_revises_within_rounds(tiny: Engine) -> None:
     out = run(tiny, "self_refine", "Add 17 and 25.", plan_for("self_refine", 1, rounds=2, answer_kind="text"))
-    # a random model never says CORRECT: draft + 2 x (critique, revision) = 5 calls, 3 answers
+    # a random model never says CORRECT: draft + 2 x (critique, revision) = 5 calls, 3 versions of
+    # one answer (one sample, as plan.samples says)
     assert [c.scores.get("critique_ok") for c in out.candidates] == [0.0, 0.0, None]
-    assert out.usage.model_calls == 5 and out.usage.samples == 3
+    assert out.usage.model_calls == 5 and out.usage.samples == 1
     assert out.candidates[-1].chosen and out.text == out.candidates[-1].completion.text
+    # 12 tokens is the plan's own cap, not the caller's budget: not truncated by it
+    assert out.candidates[0].completion.finish_reason is FinishReason.LENGTH and not out.flags.truncated_by_budget
 
 
 def test_self_refine_stops_when_the_verifier_is_satisfied(tiny: Engine) -> None:
@@ -162,6 +166,40 @@ def test_self_refine_stops_when_the_verifier_is_satisfied(tiny: Engine) -> None:
 def test_self_refine_on_a_passed_deadline_returns_at_once(tiny: Engine) -> None:
     out = run(tiny, "self_refine", "Add 17 and 25.", plan_for("self_refine", 1), deadline=time.monotonic() - 1)
     assert out.text == "" and out.candidates == [] and out.usage.model_calls == 1
+
+
+def test_self_refine_cut_by_a_budget_lowered_token_cap_is_truncated_by_budget(tiny: Engine) -> None:
+    """Every call stops at the cap the caller's budget set: flagged, as single and the samplers flag it."""
+    plan = replace(plan_for("self_refine", 1, max_new_tokens=6, rounds=2, answer_kind="text"), capped_by_budget=True)
+    out = run(tiny, "self_refine", "Add 17 and 25.", plan)
+    assert all(c.completion.finish_reason is FinishReason.LENGTH for c in out.candidates)
+    assert out.flags.truncated_by_budget and not out.flags.truncated_by_deadline
+    assert out.usage.model_calls == 5 and len(out.candidates) == 3 and out.usage.samples == plan.samples == 1
+
+
+def test_self_refine_near_the_context_stops_refining_and_keeps_its_answer(tiny: Engine) -> None:
+    """Queries from nearly the whole context to short: the critique or revision prompt (question,
+    answer, feedback) stops fitting at some length. Refining stops there with the latest answer,
+    flagged truncated_by_budget, instead of the engine's INVALID_ARGUMENT about "prompt"."""
+    tok, context = tiny.tokenizer, tiny.context_length
+    plan = plan_for("self_refine", 1, max_new_tokens=4, rounds=2, answer_kind="text")
+    base = "Add 17 and 25. "
+    longest = next(k for k in range(1, context) if tok.count_prompt_tokens(base * (k + 1)) >= context)
+    calls_seen = set()
+    for k in range(longest, 0, -1):  # the longest first: it used to raise
+        query = base * k
+        out = run(tiny, "self_refine", query, plan)  # used to raise InvalidArgumentError("prompt", ...)
+        calls = out.usage.model_calls
+        calls_seen.add(calls)
+        assert out.candidates and out.candidates[-1].chosen and out.text == out.candidates[-1].completion.text
+        assert len(out.candidates) == 1 + (calls - 1) // 2 and out.usage.samples == 1
+        # a random model never says CORRECT: fewer than 5 calls means the context ran out
+        assert out.flags.truncated_by_budget == (calls < 5), (k, calls)
+        for c in out.candidates:
+            assert c.completion.prompt_tokens + c.completion.completion_tokens <= context
+        if tok.count_prompt_tokens(query) + plan.sampling.max_new_tokens > context:  # even the draft is cut
+            assert calls == 1 and out.candidates[0].completion.completion_tokens < plan.sampling.max_new_tokens
+    assert {1, 5} <= calls_seen and calls_seen & {2, 3, 4}, calls_seen  # it stopped before the critique and after
 
 
 def test_single_with_cot_asks_for_steps(tiny: Engine) -> None:
