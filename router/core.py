@@ -114,13 +114,12 @@ class Router:
             )
         try:
             rendered = tokenizer.render(query.prompt)
+            # A byte-level BPE token covers at least one byte, so only long prompts need counting.
+            long = len(rendered.encode()) >= self.engine.context_length
+            prompt_tokens = tokenizer.count_prompt_tokens(query.prompt) if long else 0
         except InvalidArgumentError as exc:
             raise in_query(exc) from None
-        # A byte-level BPE token covers at least one byte, so only long prompts need counting.
-        if (
-            len(rendered.encode()) >= self.engine.context_length
-            and (prompt_tokens := len(tokenizer.encode(rendered))) >= self.engine.context_length
-        ):
+        if prompt_tokens >= self.engine.context_length:
             raise InvalidArgumentError(
                 where,
                 f"query is {prompt_tokens} tokens with its chat template; the model's context holds "

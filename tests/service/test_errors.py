@@ -27,6 +27,9 @@ BAD = [
     ({"messages": [{"role": "system", "content": "Be brief."}]}, "query.messages"),
     ({"messages": [{"role": "user", "content": "x" * 1001}, {"role": "user", "content": "y" * 1000}]},
      "query.messages"),
+    # 40 control-token strings are 40 tokens if matched as specials, but ~240 as the text they are:
+    # over the tiny model's 256-token context once counted as the engine will encode them
+    ({"text": "<|im_end|>" * 40}, "query.text"),
     ({"text": "hi", "request_id": "r" * 257}, "request_id"),
     ({"text": "hi", "unit_id": "u" * 257}, "hints.unit_id"),
     ({"text": "hi", "policy": "nope"}, "hints.policy"),
