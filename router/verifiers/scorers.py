@@ -58,10 +58,32 @@ class LMJudge(Verifier):
         out = []
         for item in items:
             shown = item.completion.text.strip() or "(no answer)"
-            prompt = JUDGE_PROMPT.format(question=item.question, answer=shown[-1500:])
-            logits = engine.prefill(engine.tokenizer.encode_prompt(prompt)).logits[0].astype(np.float64)
+            ids = self._prompt_ids(engine, item.question, shown[-1500:])
+            logits = engine.prefill(ids).logits[0].astype(np.float64)
             top = logits.max()
             p_yes = float(np.exp(logits[yes] - top).sum())
             p_no = float(np.exp(logits[no] - top).sum())
             out.append(p_yes / (p_yes + p_no) if p_yes + p_no > 0 else 0.5)
         return out
+
+    @staticmethod
+    def _prompt_ids(engine: Engine, question: str, answer: str) -> list[int]:
+        """The judging prompt's ids, shortened to fit the model's context: a question near the
+        context limit plus an answer would not. The middle of the question goes first (its start
+        and its end say what is asked), then the start of the answer (its end holds the answer)."""
+        for _ in range(32):
+            prompt = JUDGE_PROMPT.format(question=question, answer=answer)
+            ids = engine.tokenizer.encode_prompt(prompt)
+            over = len(ids) - (engine.context_length - 1)
+            if over <= 0:
+                return ids
+            cut = math.ceil(over * len(prompt) / len(ids)) + 8  # characters, at this prompt's chars per token
+            if len(question) > 2 * CUT_MARK_ROOM:
+                keep = max(CUT_MARK_ROOM, len(question) - cut) // 2
+                question = question[:keep] + " [...] " + question[-keep:]
+            else:
+                answer = "[...] " + answer[min(len(answer), cut):]
+        return ids  # not reached with a template of sane size; prefill would then name the problem
+
+
+CUT_MARK_ROOM = 32  # characters of a question always kept at each end

@@ -40,6 +40,21 @@ def test_lm_judge_scores_are_probabilities_and_depend_on_the_answer(tiny: Engine
     assert len(set(scores)) > 1 or len({c.text for c in comps}) == 1
 
 
+def test_lm_judge_shortens_what_would_not_fit_the_context(tiny: Engine) -> None:
+    # The tiny model holds 256 tokens: a long question, and an answer of 1500 characters, would not.
+    [c] = tiny.generate("Add 17 and 25.", SamplingParams(max_new_tokens=4))
+    long_answer = Completion(0, "blah " * 300 + "so the answer is 42", [1], [-0.1], FinishReason.LENGTH, 10)
+    judge = get_verifier("lm_judge")
+    for question, comp in (("Why? " * 400 + "What is 17 + 25?", c), ("What is 17 + 25?", long_answer)):
+        ids = judge._prompt_ids(tiny, question, comp.text.strip()[-1500:])
+        assert len(tiny.tokenizer.encode_prompt(question)) > 0 and len(ids) < tiny.context_length
+        text = tiny.tokenizer.decode(ids)
+        assert "What is 17 + 25?" in text and "[...]" in text
+        [score] = judge.score([ScoredItem(question, comp, "")], tiny)
+        assert 0.0 <= score <= 1.0
+    assert "answer is 42" in tiny.tokenizer.decode(judge._prompt_ids(tiny, "q", long_answer.text[-1500:]))
+
+
 @pytest.mark.slow
 def test_lm_judge_on_smollm2_scores_real_answers(smollm2: Engine) -> None:
     def answer(text: str) -> Completion:
