@@ -628,12 +628,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json_out.write_text(json.dumps(result))
         return 0
     report = build_report(config, args)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = "engine_cuda" if args.device == "cuda" else "engine"
-    (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    markdown = render_markdown(report)
-    (args.out_dir / f"{stem}.md").write_text(markdown)
-    print(markdown)
+    machine.write_report(args.out_dir, stem, report, render_markdown(report))
     print(f"[bench] wrote {args.out_dir / f'{stem}.json'} and {args.out_dir / f'{stem}.md'}")
     return 0
 

@@ -248,11 +248,7 @@ def main() -> int:
         "op_profiles": profiles,
         "peak_rss_mb": round(machine.peak_rss_mb(), 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
-    markdown = render(report)
-    (args.out / "gpu_check.md").write_text(markdown)
-    print(markdown)
+    machine.write_report(args.out, "gpu_check", report, render(report))
     return 0 if all(p["equal"] for p in parity) else 1
 
 

@@ -597,11 +597,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve_router(args) if args.serve == "router" else serve_echo(args))
         return 0
     report = asyncio.run(run_bench(args))
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "grpc.json").write_text(json.dumps(report, indent=2) + "\n")
-    md = render_markdown(report)
-    (args.out_dir / "grpc.md").write_text(md)
-    print(md)
+    machine.write_report(args.out_dir, "grpc", report, render_markdown(report))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import resource
@@ -66,3 +67,11 @@ def machine_info(versions: Sequence[str]) -> dict[str, Any]:
         "git_commit": git_commit(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def write_report(out_dir: Path, stem: str, report: dict[str, Any], markdown: str) -> None:
+    """``STEM.json`` (the data) and ``STEM.md`` (its rendering) in ``out_dir``; the markdown is printed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / f"{stem}.md").write_text(markdown)
+    print(markdown)

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import machine_info, peak_rss_mb  # noqa: E402
+from bench.machine import machine_info, peak_rss_mb, write_report  # noqa: E402
 from router.config import Settings  # noqa: E402
 from router.domain import Candidate, Plan, Query  # noqa: E402
 from router.engine import CancelToken, Engine, SamplingParams  # noqa: E402
@@ -180,11 +180,7 @@ def main() -> int:
         "questions": len(qs), "families": sorted({q.family for q in qs}), "max_new_tokens": args.max_new_tokens,
         "peak_rss_mb": round(peak_rss_mb(), 1), "results": results,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "strategies.json").write_text(json.dumps(report, indent=2) + "\n")
-    text = render(report)
-    (args.out_dir / "strategies.md").write_text(text)
-    print(text)
+    write_report(args.out_dir, "strategies", report, render(report))
     return 0
 
 
