@@ -272,7 +272,8 @@ def route_request() -> pb.RouteRequest:
 
 
 async def route_vs_echo(router_target: str, echo_target: str, request_bytes: bytes, levels: list[int],
-                        warmup_s: float, seconds: float, expected_echo_len: int) -> list[dict[str, Any]]:
+                        warmup_s: float, seconds: float, expected_echo_len: int,
+                        expected_level: str) -> list[dict[str, Any]]:
     rows = []
     async with grpc.aio.insecure_channel(router_target) as rch, grpc.aio.insecure_channel(echo_target) as ech:
         # Both clients send and receive raw bytes (no serializers), so the client does the same work
@@ -283,7 +284,7 @@ async def route_vs_echo(router_target: str, echo_target: str, request_bytes: byt
         if len(got) != expected_echo_len:
             raise RuntimeError(f"echo answered {len(got)} bytes, expected {expected_echo_len}")
         routed = pb.RouteResponse.FromString(await route(request_bytes, timeout=CALL_TIMEOUT_S))
-        if routed.decision.level != "single":
+        if routed.decision.level != expected_level:  # the same request is decided the same way
             raise RuntimeError(f"Route answered an unexpected decision: {routed.decision}")
 
         async def call_echo() -> None:
@@ -542,7 +543,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.to_thread(echo.wait_ready, 60.0)
             print(f"echo ready on {echo.target}; Route vs echo ...", flush=True)
             rows = await route_vs_echo(router.target, echo.target, request_bytes, args.concurrency,
-                                       args.warmup, args.seconds, len(response_bytes))
+                                       args.warmup, args.seconds, len(response_bytes), response.decision.level)
             echo.close()
             print(f"health under {GENERATE_CONCURRENCY} concurrent Generate "
                   f"(level '{args.level}', max_tokens {args.max_tokens}) ...", flush=True)
