@@ -61,6 +61,9 @@ class ServerSettings(BaseModel):
     max_concurrent_rpcs: int = Field(default=256, ge=1)
     worker_threads: int = Field(default=4, ge=1)  # model work runs here, never on the event loop
     grace_period_s: float = Field(default=20.0, ge=0)
+    # After SIGTERM, health says NOT_SERVING this long while requests are still taken, so a load
+    # balancer polling health stops sending before the listener closes (set it to the poll interval).
+    drain_notice_s: float = Field(default=1.0, ge=0)
     max_query_chars: int = Field(default=16_000, ge=1)
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     keepalive_time_s: float = Field(default=30.0, gt=0)

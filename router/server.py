@@ -113,10 +113,14 @@ class RouterServer:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving %s on %s", engine.name, engine.providers[0])
 
-    async def stop(self, grace: float | None = None) -> None:
-        """NOT_SERVING, refuse new work, let in-flight RPCs finish up to ``grace`` s, then close."""
-        grace = self.settings.server.grace_period_s if grace is None else grace
+    async def stop(self, grace: float | None = None, notice: float | None = None) -> None:
+        """NOT_SERVING; ``notice`` s later refuse new work; let in-flight RPCs finish up to ``grace`` s; close."""
+        s = self.settings.server
+        grace = s.grace_period_s if grace is None else grace
+        notice = s.drain_notice_s if notice is None else notice
         await self.health.enter_graceful_shutdown()
+        if notice > 0 and self.core is not None:
+            await asyncio.sleep(notice)  # health answers NOT_SERVING; requests are still served
         if self.core is not None:
             self.core.accepting = False
         await self.server.stop(grace)
@@ -141,7 +145,7 @@ async def serve(settings: Settings) -> int:
     if loading.done() and loading.exception() is not None:
         log.error("cannot start: %s", loading.exception())
         print(f"error: {loading.exception()}", flush=True)
-        await server.stop(0)
+        await server.stop(0, notice=0)
         return 2
     if loading.done():
         print("router ready", flush=True)

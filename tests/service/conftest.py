@@ -58,7 +58,7 @@ def make_settings(
         policy_file=policy_file,
         engine={"providers": ["CPUExecutionProvider"], "max_samples": 16},
         server={"port": 0, "metrics_port": 0, "store_path": tmp / "router.sqlite3", "admin_token": ADMIN_TOKEN,
-                "max_query_chars": 2000, "grace_period_s": 5, **server},
+                "max_query_chars": 2000, "grace_period_s": 5, "drain_notice_s": 0, **server},
     )
 
 

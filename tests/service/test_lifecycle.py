@@ -61,6 +61,23 @@ def test_health_not_serving_until_loaded_then_serving_then_not_serving_on_shutdo
         srv.thread.join(10)
 
 
+def test_shutdown_announces_not_serving_while_it_still_answers(tiny_dir: Path, tiny, tmp_path: Path) -> None:
+    srv = ThreadedServer(make_settings(tiny_dir.parent, tiny_dir.name, tmp_path, drain_notice_s=1.5))
+    try:
+        with RouterClient(srv.target, timeout_s=5) as client:
+            assert client.health() == SERVING
+            stopping = srv.submit(srv.server.stop(5))
+            wait_for(lambda: client.health() == NOT_SERVING, 1.0, "NOT_SERVING after the stop began")
+            # a load balancer that has not polled yet still gets answers during the notice
+            assert client.generate("hi", max_new_tokens=2).text is not None
+            stopping.result(timeout=10)
+            with pytest.raises(grpc.RpcError):
+                client.health()
+    finally:
+        srv.loop.call_soon_threadsafe(srv.loop.stop)
+        srv.thread.join(10)
+
+
 def _until_closed(stream) -> Iterator:  # noqa: ANN001
     try:
         yield from stream
