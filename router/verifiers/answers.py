@@ -684,7 +684,8 @@ def _extract_last_line(text: str) -> str | None:
     if line is None:
         return None
     s = re.sub(r"\*\*|__", "", line).strip()
-    s = re.sub(r"^(?:#+\s*)?(?:the\s+)?(?:final\s+)?answer\s*(?:is\s*)?:?\s*", "", s, flags=re.IGNORECASE).strip()
+    # A marker is "answer is" or "answer:" ("The answer to this question lies in ..." is none).
+    s = re.sub(r"^(?:#+\s*)?(?:the\s+)?(?:final\s+)?answer\s*(?:is\b\s*:?|:)\s*", "", s, flags=re.IGNORECASE).strip()
     s = s.rstrip(".").strip()
     while len(s) >= 2 and _QUOTES.get(s[0]) == s[-1]:
         s = s[1:-1].strip().rstrip(".").strip()

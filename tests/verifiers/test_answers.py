@@ -358,6 +358,10 @@ def test_text_choices(text: str, expected: str | None) -> None:
         ("Final answer: \u201cOslo\u201d.", "Oslo"),
         ("The answer is 'yes'", "yes"),
         ("  just this  ", "just this"),
+        # "answer" without "is" or ":" is prose, not a marker
+        ("The answer to this question lies in the scattering of light.",
+         "The answer to this question lies in the scattering of light"),
+        ("The answering machine is broken.", "The answering machine is broken"),
     ],
 )
 def test_last_line(text: str, expected: str) -> None:
