@@ -5,7 +5,9 @@ What is compared, and why:
 1. Greedy batch-1 generation (tokens/s): transformers ``generate`` on torch CPU (the reference the
    model was converted from) vs the engine with the fp32, the int8 and the q4 ONNX decoder (q4:
    the GGUF's own 4-bit blocks, the same weights as fp32), fp32 with its one-row decode steps on
-   q4 (``engine.single_row_model``), and llama.cpp on the same GGUF when ``llama_cpp`` is
+   q4 (``engine.single_row_model``), fp32 with its KV cache written in place (the
+   ``-inplace`` build: GroupQueryAttention into a preallocated buffer, CPU only), and llama.cpp
+   on the same GGUF when ``llama_cpp`` is
    importable. All peers get the same token ids and the same thread count. Batch-1 decode is
    memory-bound: every weight is read once per token, so this measures how little each runtime
    adds on top of that read.
@@ -29,7 +31,7 @@ the CPU report stays as it is. Memory there is host RSS; transformers' GPU peak 
 Every cell is the median of ``--repeats`` runs (default 3). Results go to ``engine.json`` (raw
 numbers, machine facts) and ``engine.md`` (tables, ratios, targets) in ``--out-dir``.
 
-    python bench/engine.py                   # full run (builds the int8 and q4 models if missing)
+    python bench/engine.py                   # full run (builds the int8, q4 and inplace models if missing)
     python bench/engine.py --quick --skip-int8 --out-dir /tmp/bench_smoke   # smoke run
 """
 
@@ -60,7 +62,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from bench import machine  # noqa: E402
 from router.engine.manifest import read_manifest  # noqa: E402
 from router.engine.tokenizer import ChatTokenizer  # noqa: E402
-from router.modelbuild.catalog import SMOLLM2, SMOLLM2_INT8, SMOLLM2_Q4, spec  # noqa: E402
+from router.modelbuild.catalog import SMOLLM2, SMOLLM2_INPLACE, SMOLLM2_INT8, SMOLLM2_Q4, spec  # noqa: E402
 
 TARGET_DECODE_RATIO = 3.0  # engine fp32 greedy tokens/s over transformers'
 TARGET_SAMPLING_RATIO = 5.0  # n=8 from one prefill over 8 sequential runs
@@ -85,10 +87,11 @@ LONG_PROMPT_SENTENCES = (
     "The mayor promised every spring that the clock would be repaired before the harvest fair.",
 )
 
-SECTIONS = ("hf", "fp32", "int8", "q4", "fp32+q4", "llama-cpp")
-ENGINE_MODELS = {"fp32": SMOLLM2, "int8": SMOLLM2_INT8, "q4": SMOLLM2_Q4, "fp32+q4": SMOLLM2}
+SECTIONS = ("hf", "fp32", "int8", "q4", "fp32+q4", "fp32-inplace", "llama-cpp")
+ENGINE_MODELS = {"fp32": SMOLLM2, "int8": SMOLLM2_INT8, "q4": SMOLLM2_Q4, "fp32+q4": SMOLLM2,
+                 "fp32-inplace": SMOLLM2_INPLACE}
 SINGLE_ROW_MODELS = {"fp32+q4": SMOLLM2_Q4}  # engine.single_row_model of that variant
-VARIANTS = ("int8", "q4", "fp32+q4")  # measured against fp32
+VARIANTS = ("int8", "q4", "fp32+q4", "fp32-inplace")  # measured against fp32
 
 
 @dataclass(frozen=True)
@@ -522,6 +525,7 @@ def _greedy_md(report: dict[str, Any]) -> list[str]:
     hf_label = "transformers (torch CUDA)" if report.get("device") == "cuda" else "transformers (torch CPU)"
     for name, label in (("hf", hf_label), ("fp32", "engine fp32"), ("int8", "engine int8"),
                         ("q4", "engine q4 (GGUF blocks)"), ("fp32+q4", "engine fp32, single-row steps on q4"),
+                        ("fp32-inplace", "engine fp32, KV cache in place"),
                         ("llama-cpp", "llama.cpp (GGUF Q4_1)")):
         r = res.get(name)
         if r is None or "greedy" not in r:

@@ -54,11 +54,13 @@ def q4_representable(model, seed: int) -> dict:
     return blocks
 
 
-def build_tiny(out: Path, seed: int = 0, context: int = 256, q4_dir: Path | None = None):
+def build_tiny(out: Path, seed: int = 0, context: int = 256, q4_dir: Path | None = None,
+               inplace_dir: Path | None = None):
     """Write a random 2-layer Llama to ``out`` with a manifest; returns the HF model.
 
     With ``q4_dir``, the projections get Q4_1-representable weights and a q4 build of the same
     weights goes to ``q4_dir`` (as ``router models build`` makes ``smollm2-135m-instruct-q4``).
+    With ``inplace_dir``, a build of the same weights with the inplace KV cache goes there.
     """
     import shutil
 
@@ -86,10 +88,16 @@ def build_tiny(out: Path, seed: int = 0, context: int = 256, q4_dir: Path | None
         shutil.copy2(out / "tokenizer.json", q4_dir / "tokenizer.json")
         write_llama_decoder(model, q4_dir / "model.onnx", q4)
         _write_manifest(q4_dir, "tiny-llama-q4", "q4_1", seed, vocab, context)
+    if inplace_dir is not None:
+        inplace_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(out / "tokenizer.json", inplace_dir / "tokenizer.json")
+        write_llama_decoder(model, inplace_dir / "model.onnx", kv_cache="inplace")
+        _write_manifest(inplace_dir, "tiny-llama-inplace", "fp32", seed, vocab, context, kv_cache="inplace")
     return model
 
 
-def _write_manifest(out: Path, name: str, dtype: str, seed: int, vocab: int, context: int) -> None:
+def _write_manifest(out: Path, name: str, dtype: str, seed: int, vocab: int, context: int,
+                    kv_cache: str = "concat") -> None:
     manifest = Manifest(
         name=name,
         dtype=dtype,
@@ -103,5 +111,6 @@ def _write_manifest(out: Path, name: str, dtype: str, seed: int, vocab: int, con
         eos_token_ids=[2],
         chat_template=CHAT_TEMPLATE,
         build={"builder_version": 0},
+        kv_cache=kv_cache,
     )
     (out / "manifest.json").write_text(manifest.to_json())

@@ -33,10 +33,10 @@ import onnxruntime as ort
 from router.engine.manifest import Manifest, load_manifest
 from router.engine.sampling import row_generators, select_tokens
 from router.engine.session import CPU, SessionSettings, device_of, open_session
-from router.engine.state import SequenceState
+from router.engine.state import SequenceState, inplace_capacity
 from router.engine.tokenizer import ChatTokenizer
 from router.engine.types import CancelToken, Completion, FinishReason, Prompt, SamplingParams
-from router.errors import InvalidArgumentError, ModelIntegrityError
+from router.errors import InvalidArgumentError, ModelIntegrityError, ProviderUnavailableError
 
 TokenCallback = Callable[[list[tuple[int, int]]], None]
 
@@ -75,6 +75,13 @@ class Engine:
         self._eos = frozenset(manifest.eos_token_ids)
         self._stats_lock = threading.Lock()
         self.stats = EngineStats()
+        self._inplace = manifest.kv_cache == "inplace"
+        if self._inplace and self._device != "cpu":
+            raise ProviderUnavailableError(
+                f"{manifest.name} writes its KV cache in place with GroupQueryAttention, which ONNX Runtime runs in "
+                "float32 on the CPU provider only; on a GPU serve a build with the concat cache (e.g. "
+                "smollm2-135m-instruct)"
+            )
 
     @classmethod
     def load(
@@ -94,11 +101,12 @@ class Engine:
             other = load_manifest(single_row_dir)
             same = (other.source.get("sha256") == manifest.source.get("sha256")
                     and other.architecture == manifest.architecture
+                    and other.kv_cache == manifest.kv_cache
                     and other.files.get(other.tokenizer_file) == manifest.files.get(manifest.tokenizer_file))
             if not same:
                 raise ModelIntegrityError(
                     f"{single_row_dir.name} cannot run {model_dir.name}'s single-row steps: it is not a build of "
-                    "the same source with the same architecture and tokenizer"
+                    "the same source with the same architecture, KV cache layout and tokenizer"
                 )
             single_row = open_session(single_row_dir / other.decoder_file, settings)
         return cls(model_dir, manifest, session, max_samples=max_samples, single_row_session=single_row)
@@ -173,6 +181,9 @@ class Engine:
             device=self._device,
             _keepalive=[empty],
         )
+        if self._inplace:  # room for the prompt and a stretch of decoding
+            shape = (1, arch.num_kv_heads, inplace_capacity(len(ids)), arch.head_dim)
+            state._set_buffers([np.zeros(shape, dtype=np.float32) for _ in self._past_names])
         return self.extend(state, [ids])
 
     def extend(self, state: SequenceState, tokens: Sequence[Sequence[int]]) -> SequenceState:
@@ -312,6 +323,13 @@ class Engine:
         """Run one forward pass that appends ``new[r]`` to row ``r`` (padding the shorter rows)."""
         width = max(len(toks) for toks in new)
         rows = state.rows
+        if self._inplace and rows > 1 and width > 1:
+            # GroupQueryAttention takes several new tokens at once for one row only: one slot per
+            # pass instead, which lays the cache out as one wide pass would (padding after each
+            # row's tokens). Only a caller's multi-token extend of a batch comes here.
+            for j in range(width):
+                self._feed(state, [toks[j : j + 1] for toks in new])
+            return
         ids = np.zeros((rows, width), dtype=np.int64)
         new_mask = np.zeros((rows, width), dtype=np.int64)
         counts = np.array([len(toks) for toks in new], dtype=np.int64)
@@ -321,6 +339,7 @@ class Engine:
         # Padding slots continue the count; they are masked, so their positions never matter.
         positions = state.lengths[:, None] + np.arange(width, dtype=np.int64)[None, :]
         mask = np.concatenate([state.mask, new_mask], axis=1)
+        state.reserve(mask.shape[1])  # inplace layout: room for the new slots
         logits, kv = self._run(ids, mask, positions, state.kv)
         fed = np.flatnonzero(counts)
         # Decoders from router/modelbuild/graph.py return only each row's last position. When every
@@ -351,6 +370,11 @@ class Engine:
         for name, value in zip(self._past_names, kv, strict=True):
             binding.bind_ortvalue_input(name, value)
         binding.bind_output("logits", "cpu")
+        if self._inplace:  # present is past: the decoder writes the new slots into the same buffers
+            for name, value in zip(self._present_names, kv, strict=True):
+                binding.bind_ortvalue_output(name, value)
+            session.run_with_iobinding(binding)
+            return binding.get_outputs()[0].numpy(), kv
         for name in self._present_names:
             binding.bind_output(name, self._device)
         session.run_with_iobinding(binding)

@@ -58,6 +58,7 @@ class Manifest:
     decoder_file: str = "model.onnx"
     tokenizer_file: str = "tokenizer.json"
     notes: str = ""
+    kv_cache: str = "concat"  # or "inplace": router/modelbuild/graph.py, build_llama_graph
     build: dict[str, Any] = field(default_factory=dict)
     manifest_version: int = MANIFEST_VERSION
 

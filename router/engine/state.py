@@ -7,6 +7,11 @@ have different lengths.
 
 Invariant: every token of ``tokens[r]`` is in the cache except the trailing ``pending[r]``;
 ``logits[r]`` predicts the token after ``tokens[r]`` whenever ``pending[r]`` is empty.
+
+Two cache layouts, by the decoder's build (``Manifest.kv_cache``): ``concat`` caches are exactly
+``slots`` long and each forward pass returns new ones; ``inplace`` caches are host ``buffers`` of
+a larger ``capacity`` that the decoder writes in place, so the state grows them (by reallocation,
+at least doubling) before a pass would overflow them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class SequenceState:
     logits: np.ndarray  # [rows, vocab] float32
     device: str = "cpu"
     _keepalive: list[Any] = field(default_factory=list, repr=False)
+    buffers: list[np.ndarray] | None = field(default=None, repr=False)  # inplace layout: what ``kv`` wraps
 
     @property
     def rows(self) -> int:
@@ -36,6 +42,21 @@ class SequenceState:
     @property
     def slots(self) -> int:
         return int(self.mask.shape[1])
+
+    @property
+    def capacity(self) -> int:
+        """Slots the cache holds before it must grow (``slots`` for the concat layout)."""
+        return int(self.buffers[0].shape[2]) if self.buffers else self.slots
+
+    def reserve(self, slots: int) -> None:
+        """Make room for ``slots`` slots in an inplace cache (a no-op when there is room)."""
+        if self.buffers is None or slots <= self.capacity:
+            return
+        self._set_buffers([_resized(b, self.slots, inplace_capacity(slots, self.capacity)) for b in self.buffers])
+
+    def _set_buffers(self, buffers: list[np.ndarray]) -> None:
+        self.buffers = buffers
+        self.kv = [ort.OrtValue.ortvalue_from_numpy(b, "cpu", 0) for b in buffers]
 
     def select(self, rows: list[int]) -> SequenceState:
         """A new state made of the given rows (repeats allowed): fork, pick, or compact.
@@ -47,6 +68,8 @@ class SequenceState:
         mask = self.mask[idx]
         live = mask.any(axis=0)
         keep = None if live.all() else np.flatnonzero(live)
+        if self.buffers is not None:
+            return self._select_inplace(rows, idx, mask, keep)
         kv, keepalive = [], []
         for value in self.kv:
             arr = value.numpy()[idx]
@@ -68,6 +91,39 @@ class SequenceState:
             _keepalive=keepalive if self.device == "cpu" else [],
         )
 
+    def _select_inplace(
+        self, rows: list[int], idx: np.ndarray, mask: np.ndarray, keep: np.ndarray | None
+    ) -> SequenceState:
+        """:meth:`select` for the inplace layout: the chosen rows' slots in use, at this capacity."""
+        if keep is not None:
+            mask = mask[:, keep]
+        buffers = []
+        for buf in self.buffers or ():
+            part = buf[idx][:, :, keep] if keep is not None else buf[idx, :, : self.slots]
+            buffers.append(_resized(part, part.shape[2], self.capacity))
+        state = SequenceState(
+            kv=[], mask=np.ascontiguousarray(mask), lengths=self.lengths[idx].copy(),
+            tokens=[list(self.tokens[r]) for r in rows], pending=[list(self.pending[r]) for r in rows],
+            logits=self.logits[idx].copy(), device=self.device,
+        )
+        state._set_buffers(buffers)
+        return state
+
     def fork(self, k: int) -> SequenceState:
         """Each row repeated ``k`` times, in order: rows ``[0]*k + [1]*k + ...``."""
         return self.select([r for r in range(self.rows) for _ in range(k)])
+
+
+def inplace_capacity(slots: int, current: int = 0) -> int:
+    """Capacity for ``slots`` slots: at least double the current one (so growth copies O(log n)
+    times), with room to decode a while, in whole blocks of 64."""
+    want = max(slots + 64, 2 * current)
+    return -(-want // 64) * 64
+
+
+def _resized(cache: np.ndarray, used: int, capacity: int) -> np.ndarray:
+    """A ``[rows, heads, capacity, dim]`` buffer holding the first ``used`` slots of ``cache``
+    (zeros after them: never read, but no stale NaN can reach a masked score either)."""
+    out = np.zeros((*cache.shape[:2], capacity, cache.shape[3]), dtype=cache.dtype)
+    out[:, :, :used] = cache[:, :, :used]
+    return out

@@ -146,7 +146,7 @@ def _build_from_gguf(model: ModelSpec, source: Path, source_sha: str, out: Path,
         q4 = read_q4_projections(source, cfg.num_attention_heads, cfg.num_key_value_heads)
         say(f"  keeping {len(q4)} Q4_1 projections 4-bit (checked bit for bit against the fp32 weights) ...")
     say("  writing the decoder graph (fused ONNX Runtime operators) ...")
-    write_llama_decoder(hf_model, out / "model.onnx", q4)
+    write_llama_decoder(hf_model, out / "model.onnx", q4, model.kv_cache)
     hf_tok.backend_tokenizer.save(str(out / "tokenizer.json"))
 
     rope = getattr(cfg, "rope_parameters", None) or {}
@@ -177,6 +177,7 @@ def _build_from_gguf(model: ModelSpec, source: Path, source_sha: str, out: Path,
         eos_token_ids=sorted(int(t) for t in eos if t is not None),
         chat_template=hf_tok.chat_template,
         notes=model.notes,
+        kv_cache=model.kv_cache,
         build={
             "builder_version": BUILDER_VERSION,
             "exporter": "router.modelbuild.graph (fused ONNX Runtime operators)",

@@ -125,15 +125,28 @@ class _Graph:
         return outs
 
 
+KV_CACHES = ("concat", "inplace")
+
+
 def build_llama_graph(
-    state: Mapping[str, np.ndarray], shape: LlamaShape, q4: Mapping[str, Q4Blocks] | None = None
+    state: Mapping[str, np.ndarray], shape: LlamaShape, q4: Mapping[str, Q4Blocks] | None = None,
+    kv_cache: str = "concat",
 ) -> onnx.ModelProto:
     """The decoder as an ONNX model. ``state`` holds the transformers parameter names as float32
     arrays (``model.layers.{i}.self_attn.q_proj.weight`` ..., ``lm_head.weight`` optional when
     tied). With ``q4`` (the GGUF's Q4_1 blocks by the same names, ``router/modelbuild/q4.py``),
     every projection whose parts all have blocks is kept 4-bit; the blocks must dequantize to
     ``state``'s weights bit for bit.
+
+    ``kv_cache``: ``"concat"`` (ONNX ``Attention``: ``present`` is a new tensor one step longer
+    than ``past``; any provider) or ``"inplace"`` (``com.microsoft.GroupQueryAttention``: past and
+    present are one fixed-capacity buffer ``[batch, kv_heads, capacity, head_dim]`` that the caller
+    binds as both, and a step writes only its new slots, copying nothing; ``attention_mask`` still
+    covers the slots in use, ``total <= capacity``, each row's new tokens in the last slots. ONNX
+    Runtime runs that operator in float32 on the CPU provider only: bench/results/attention.md).
     """
+    if kv_cache not in KV_CACHES:
+        raise BuildError(f"kv_cache must be one of {KV_CACHES}, got {kv_cache!r}")
     g = _Graph()
     s = shape
     f32 = np.float32
@@ -191,6 +204,11 @@ def build_llama_graph(
     allowed = g.op("And", [causal, slots])[0]  # [B, 1, new, total]
     bias = g.op("Where", [allowed, g.const("bias_open", np.array(0.0, f32)),
                           g.const("bias_closed", np.array(np.finfo(f32).min, f32))])[0]
+    if kv_cache == "inplace":  # GroupQueryAttention's view of the same layout: every row uses `total` slots
+        total_i32 = g.op("Cast", [total_scalar], to=TensorProto.INT32)[0]
+        batch = g.op("Shape", ["input_ids"], start=0, end=1)[0]
+        last_slot = g.op("Sub", [total_i32, g.const("one_i32", np.array(1, dtype=np.int32))])[0]
+        seqlens_k = g.op("Expand", [last_slot, batch])[0]  # [B] int32: each row's last slot in use
 
     # -- layers -----------------------------------------------------------------------------------
     hidden = g.op("Gather", ["embed_tokens", "input_ids"])[0]
@@ -218,10 +236,16 @@ def build_llama_graph(
                  interleaved=0, name=f"l{i}.rope_q")[0]
         k = g.op("RotaryEmbedding", [k, "rope_cos", "rope_sin", "position_ids"], num_heads=s.num_kv_heads,
                  interleaved=0, name=f"l{i}.rope_k")[0]
-        attn = g.op("Attention", [q, k, v, bias, f"past_key_values.{i}.key", f"past_key_values.{i}.value"],
-                    outputs=[f"l{i}.attn", f"present.{i}.key", f"present.{i}.value"],
-                    q_num_heads=s.num_heads, kv_num_heads=s.num_kv_heads, scale=float(s.head_dim) ** -0.5,
-                    name=f"l{i}.attention")[0]
+        past_k, past_v = f"past_key_values.{i}.key", f"past_key_values.{i}.value"
+        attn_out = [f"l{i}.attn", f"present.{i}.key", f"present.{i}.value"]
+        if kv_cache == "inplace":
+            attn = g.op("GroupQueryAttention", [q, k, v, past_k, past_v, seqlens_k, total_i32, "", "", "", bias],
+                        outputs=attn_out, domain=MS_DOMAIN, num_heads=s.num_heads, kv_num_heads=s.num_kv_heads,
+                        scale=float(s.head_dim) ** -0.5, name=f"l{i}.attention")[0]
+        else:
+            attn = g.op("Attention", [q, k, v, bias, past_k, past_v], outputs=attn_out,
+                        q_num_heads=s.num_heads, kv_num_heads=s.num_kv_heads, scale=float(s.head_dim) ** -0.5,
+                        name=f"l{i}.attention")[0]
         o = project(attn, [f"{p}.self_attn.o_proj.weight"], f"{p}.o")
         h, residual = norm(o, residual, g.const(f"{p}.post_norm", w(f"{p}.post_attention_layernorm.weight")),
                            f"l{i}.post_norm")
@@ -248,6 +272,7 @@ def build_llama_graph(
     g.op("MatMul", [final, g.const("lm_head", np.ascontiguousarray(lm_head.T))], outputs=["logits"], name="lm_head")
 
     b, snew, total, past = "batch", "sequence", "total_sequence", "past_sequence"
+    past_slots, present_slots = ("capacity", "capacity") if kv_cache == "inplace" else (past, total)
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, [b, snew]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [b, total]),
@@ -257,9 +282,9 @@ def build_llama_graph(
     for i in range(s.num_layers):
         for kv in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kv}", TensorProto.FLOAT,
-                                                        [b, s.num_kv_heads, past, s.head_dim]))
+                                                        [b, s.num_kv_heads, past_slots, s.head_dim]))
             outputs.append(helper.make_tensor_value_info(f"present.{i}.{kv}", TensorProto.FLOAT,
-                                                         [b, s.num_kv_heads, total, s.head_dim]))
+                                                         [b, s.num_kv_heads, present_slots, s.head_dim]))
     graph = helper.make_graph(g.nodes, "llama_decoder", inputs, outputs, initializer=g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
                               producer_name="router.modelbuild.graph")
@@ -267,12 +292,14 @@ def build_llama_graph(
     return model
 
 
-def write_llama_decoder(model: Any, out_path: Path, q4: Mapping[str, Q4Blocks] | None = None) -> Path:
+def write_llama_decoder(
+    model: Any, out_path: Path, q4: Mapping[str, Q4Blocks] | None = None, kv_cache: str = "concat"
+) -> Path:
     """Write a transformers Llama causal LM (eval mode, float32) to ``out_path`` as one ONNX file
-    (with ``q4``: its Q4_1 projections kept 4-bit, see :func:`build_llama_graph`)."""
+    (with ``q4``: its Q4_1 projections kept 4-bit; ``kv_cache``: see :func:`build_llama_graph`)."""
     shape = LlamaShape.from_config(model.config)
     state = {k: v.detach().to("cpu").float().numpy() for k, v in model.state_dict().items()}
-    proto = build_llama_graph(state, shape, q4)
+    proto = build_llama_graph(state, shape, q4, kv_cache)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, str(out_path))
     return out_path

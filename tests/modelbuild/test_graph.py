@@ -105,6 +105,45 @@ def test_each_layer_is_a_handful_of_fused_nodes(tiny_llama) -> None:
     assert sum(ops.values()) <= 13 * LAYERS + 30
 
 
+def test_the_inplace_cache_writes_its_new_slots_into_the_bound_buffers(tiny_llama, tmp_path: Path) -> None:
+    """GroupQueryAttention instead of Attention, past and present one buffer: the same logits as the
+    concat graph, the new step's keys and values written into the caller's buffers in place."""
+    model, concat, _ = tiny_llama
+    path = write_llama_decoder(model, tmp_path / "inplace.onnx", kv_cache="inplace")
+    ops = Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
+    assert ops["GroupQueryAttention"] == LAYERS and ops["Attention"] == 0
+    inplace = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 97, (2, 5))
+    _, present = run(concat, ids, np.ones((2, 5), np.int64), np.tile(np.arange(5), (2, 1)))
+    capacity = 16
+    buffers = []
+    for p in present:
+        buf = np.zeros((2, KV_HEADS, capacity, HEAD_DIM), np.float32)
+        buf[:, :, :5] = p
+        buffers.append(buf)
+    step = np.array([[7], [11]])
+    mask, pos = np.ones((2, 6), np.int64), np.full((2, 1), 5)
+    want_logits, want_present = run(concat, step, mask, pos, present)
+    binding = inplace.io_binding()
+    binding.bind_cpu_input("input_ids", step)
+    binding.bind_cpu_input("attention_mask", mask)
+    binding.bind_cpu_input("position_ids", pos)
+    binding.bind_output("logits", "cpu")
+    values = [ort.OrtValue.ortvalue_from_numpy(b) for b in buffers]
+    for i in range(LAYERS):
+        for j, kv in enumerate(("key", "value")):
+            binding.bind_ortvalue_input(f"past_key_values.{i}.{kv}", values[2 * i + j])
+            binding.bind_ortvalue_output(f"present.{i}.{kv}", values[2 * i + j])
+    inplace.run_with_iobinding(binding)
+    np.testing.assert_allclose(binding.get_outputs()[0].numpy(), want_logits, atol=1e-5)
+    for buf, want in zip(buffers, want_present, strict=True):
+        np.testing.assert_allclose(buf[:, :, :6], want, atol=1e-6)  # slot 5 written in place
+        assert not buf[:, :, 6:].any()
+    with pytest.raises(BuildError, match="kv_cache"):
+        write_llama_decoder(model, tmp_path / "bad.onnx", kv_cache="paged")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
