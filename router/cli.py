@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from router.config import Settings
 from router.errors import RouterError
@@ -39,6 +40,17 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
 def _generate(args: argparse.Namespace, settings: Settings) -> int:
     from router.engine import SamplingParams
 
+    if args.model is not None:
+        from router.modelbuild.catalog import CATALOG
+
+        if Path(args.model).name != args.model:
+            print(f"error: --model takes a model name (a directory under {settings.models_dir}), got {args.model!r}",
+                  file=sys.stderr)
+            return 2
+        if args.model not in CATALOG and not settings.model_dir(args.model).is_dir():
+            print(f"error: no model '{args.model}' in {settings.models_dir}; this project builds "
+                  f"{', '.join(CATALOG)}", file=sys.stderr)
+            return 2
     load_start = time.perf_counter()
     engine = settings.load_engine(settings.model_dir(args.model))
     load_s = time.perf_counter() - load_start

@@ -375,6 +375,8 @@ def build_report(
 # -- reading the store -------------------------------------------------------------------------------
 def _connect(db: Path | str) -> sqlite3.Connection:
     path = Path(db)
+    if path.is_dir():
+        raise ReportError(f"{path} is a directory, not a store file")
     if not path.is_file():
         raise ReportError(f"no store at {path}")
     try:

@@ -267,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         build(args.name or DEFAULT_MODEL, args.models_dir, force=args.force)
-    except (BuildError, KeyError, ModelUnavailableError) as exc:
+    except KeyError as exc:  # an unknown name: its text, not KeyError's quoted repr
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    except (BuildError, ModelUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -45,16 +45,16 @@ class _Strict(BaseModel):
 class _Sampling(_Strict):
     temperature: float = 0.0
     top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int | None = None
-    seed: int | None = None
+    top_k: int = Field(default=0, strict=True)
+    max_new_tokens: int | None = Field(default=None, strict=True)
+    seed: int | None = Field(default=None, strict=True)
     stop: list[str] = Field(default_factory=list)
 
 
 class _Level(_Strict):
     name: str = Field(min_length=1)
     strategy: str = Field(min_length=1)
-    samples: int = Field(default=1, ge=1)
+    samples: int = Field(default=1, ge=1, strict=True)  # strict: `true` or "8" are not sample counts
     description: str = ""
     sampling: _Sampling = Field(default_factory=_Sampling)
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
@@ -97,18 +97,38 @@ class _File(_Strict):
     experiments: list[_Experiment] = Field(default_factory=list)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_policies(path: Path, default_max_new_tokens: int = 256) -> PolicySet:
     """Read and validate a policy file; :class:`PolicyFileError` lists every problem found."""
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (safe loader)
     except OSError as exc:
         raise PolicyFileError(f"cannot read policy file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise PolicyFileError(f"policy file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise PolicyFileError(f"policy file {path} is not valid YAML: {exc}") from None
     return parse_policies(raw, str(path), default_max_new_tokens)
 
 
 def parse_policies(raw: Any, source: str, default_max_new_tokens: int = 256) -> PolicySet:
+    if not isinstance(raw, dict):
+        raise PolicyFileError(
+            f"policy file {source} is invalid: its top level must be a mapping with default_policy and policies "
+            f"(and optionally experiments), got {type(raw).__name__ if raw is not None else 'an empty file'}"
+        )
     try:
         spec = _File.model_validate(raw)
     except ValidationError as exc:
@@ -130,7 +150,7 @@ def parse_policies(raw: Any, source: str, default_max_new_tokens: int = 256) -> 
 
 
 def _policy(p: _Policy, default_max_new_tokens: int, problems: list[str]) -> Policy:
-    from router.strategies import strategy_names  # strategies import the policy package's users
+    from router.strategies import get_strategy, strategy_names  # strategies import the policy package's users
 
     where = f"policy '{p.name}'"
     levels = []
@@ -138,7 +158,7 @@ def _policy(p: _Policy, default_max_new_tokens: int, problems: list[str]) -> Pol
         s = lv.sampling
         sampling = SamplingParams(
             temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, stop=tuple(s.stop), seed=s.seed,
-            max_new_tokens=s.max_new_tokens or default_max_new_tokens,
+            max_new_tokens=default_max_new_tokens if s.max_new_tokens is None else s.max_new_tokens,
         )
         try:
             sampling.validate()
@@ -146,6 +166,9 @@ def _policy(p: _Policy, default_max_new_tokens: int, problems: list[str]) -> Pol
             problems.append(f"{where} level '{lv.name}': sampling.{exc.field}: {exc.description}")
         if lv.strategy not in strategy_names():
             problems.append(f"{where} level '{lv.name}': unknown strategy '{lv.strategy}'; known: {strategy_names()}")
+        else:
+            problems += [f"{where} level '{lv.name}': options.{problem}"
+                         for problem in get_strategy(lv.strategy).check_options(lv.options)]
         levels.append(LevelSpec(
             name=lv.name, strategy=lv.strategy, samples=lv.samples, sampling=sampling, description=lv.description,
             options=tuple(lv.options.items()), cost_tokens=lv.cost_tokens, latency_ms=lv.latency_ms,

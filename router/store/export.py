@@ -33,8 +33,12 @@ def export(store_path: Path | str, out_path: Path | str, fmt: str = "jsonl", tab
     if table not in TABLES:
         raise ValueError(f"table must be one of {', '.join(TABLES)}, got {table!r}")
     path = Path(store_path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a store file")
     if not path.is_file():
         raise FileNotFoundError(f"no store at {path}")
+    if str(out_path) != "-":
+        out_path = _checked_output(Path(out_path), path)
     conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     try:
         name = TABLES[table]
@@ -67,6 +71,18 @@ def _write_csv(out: IO[str], columns: list[str], rows: Iterator[tuple]) -> int:
         writer.writerow(row)
         count += 1
     return count
+
+
+def _checked_output(out: Path, store: Path) -> Path:
+    """Where to write: a symlink's target, never the store itself or one of its WAL files, never a
+    directory or a device (the file is replaced by renaming, which would swap the node itself)."""
+    final = out.resolve()
+    db = store.resolve()
+    if final in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        raise ValueError(f"--out {out} is the store itself; export to another file")
+    if final.exists() and not final.is_file():
+        raise ValueError(f"--out {out} is not a regular file (a directory or a device); give a file, or - for stdout")
+    return final
 
 
 @contextlib.contextmanager

@@ -8,9 +8,9 @@ is cancelled, it returns the best answer so far with the matching flag instead o
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from router.domain import Candidate, Outcome, Plan, Query
 from router.engine import CancelToken, Engine
@@ -32,10 +32,19 @@ class Strategy(ABC):
     """Runs one compute level."""
 
     name: ClassVar[str]
+    #: The level options this strategy reads, each with its check (router/strategies/options.py).
+    option_checks: ClassVar[Mapping[str, Callable[[Any], str | None]]] = {}
 
     @abstractmethod
     def run(self, query: Query, plan: Plan, ctx: StrategyContext) -> Outcome:
         """Answer ``query`` as ``plan`` says, within its budget, deadline and cancellation."""
+
+    def check_options(self, options: Mapping[str, Any]) -> list[str]:
+        """``option: problem`` for each option of a level this strategy would not read as meant
+        (unknown name, wrong type or value); the policy loader refuses the file with them."""
+        from router.strategies.options import problems
+
+        return problems(self.option_checks, options)
 
 
 _REGISTRY: dict[str, Strategy] = {}

@@ -9,6 +9,7 @@ preferred over abstentions. Samples are drawn in one batch (``wave`` option spli
 from __future__ import annotations
 
 from router.domain import Candidate, Outcome, Plan, Query
+from router.strategies import options as opt
 from router.strategies.base import Strategy, StrategyContext
 from router.strategies.sampling import WaveSampler, tally
 from router.verifiers import ScoredItem, get_verifier
@@ -16,6 +17,8 @@ from router.verifiers import ScoredItem, get_verifier
 
 class BestOfN(Strategy):
     name = "best_of_n"
+    option_checks = {"verifier": opt.verifier, "selection": opt.one_of(("rank", "weighted")),
+                     "wave": opt.integer(1), "answer_kind": opt.answer_kind}
 
     def run(self, query: Query, plan: Plan, ctx: StrategyContext) -> Outcome:
         opts = plan.options

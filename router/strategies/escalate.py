@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from router.domain import Outcome, Plan, Query
+from router.strategies import options as opt
 from router.strategies.base import Strategy, StrategyContext
 from router.strategies.sampling import WaveSampler, tally
 from router.strategies.self_consistency import vote_in_waves
@@ -19,6 +20,9 @@ from router.verifiers import ScoredItem, get_verifier
 
 class Escalate(Strategy):
     name = "escalate"
+    option_checks = {"threshold": opt.number(0.0, 1.0), "confidence": opt.verifier, "answer_kind": opt.answer_kind,
+                     "wave": opt.integer(1), "stop_rule": opt.one_of(("beta", "none")),
+                     "stop_confidence": opt.number(0.0, 1.0)}
 
     def run(self, query: Query, plan: Plan, ctx: StrategyContext) -> Outcome:
         opts = plan.options

@@ -16,12 +16,15 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 
 from router.domain import Candidate, Outcome, Plan, Query
+from router.strategies import options as opt
 from router.strategies.base import Strategy, StrategyContext
 from router.strategies.sampling import WaveSampler, beta_sure, tally
 
 
 class SelfConsistency(Strategy):
     name = "self_consistency"
+    option_checks = {"wave": opt.integer(1), "stop_rule": opt.one_of(("beta", "none")),
+                     "confidence": opt.number(0.0, 1.0), "answer_kind": opt.answer_kind}
 
     def run(self, query: Query, plan: Plan, ctx: StrategyContext) -> Outcome:
         opts = plan.options

@@ -28,6 +28,7 @@ from dataclasses import replace
 from router.domain import Candidate, Flags, Outcome, Plan, Query, Usage
 from router.engine import Completion, FinishReason, SamplingParams
 from router.engine.types import Prompt
+from router.strategies import options as opt
 from router.strategies.base import Strategy, StrategyContext
 from router.verifiers import ScoredItem, get_verifier
 from router.verifiers.answers import extract_answer
@@ -41,6 +42,8 @@ REVISE = "Feedback on your answer: {critique}\n\nWrite an improved answer to the
 
 class SelfRefine(Strategy):
     name = "self_refine"
+    option_checks = {"rounds": opt.integer(0), "threshold": opt.number(0.0, 1.0), "verifier": opt.verifier,
+                     "answer_kind": opt.answer_kind}
 
     def run(self, query: Query, plan: Plan, ctx: StrategyContext) -> Outcome:
         opts = plan.options

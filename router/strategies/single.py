@@ -8,6 +8,7 @@ from __future__ import annotations
 from router.domain import Candidate, Flags, Outcome, Plan, Query, Usage
 from router.engine import FinishReason
 from router.engine.types import Prompt
+from router.strategies import options as opt
 from router.strategies.base import Strategy, StrategyContext
 from router.verifiers.answers import extract_answer
 
@@ -25,6 +26,7 @@ def with_cot(prompt: Prompt) -> Prompt:
 
 class SinglePass(Strategy):
     name = "single"
+    option_checks = {"cot": opt.flag, "answer_kind": opt.answer_kind}
 
     def run(self, query: Query, plan: Plan, ctx: StrategyContext) -> Outcome:
         engine = ctx.engine

@@ -63,12 +63,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from router.domain import Candidate, Flags, Outcome, Plan, Query, Usage
 from router.engine import Completion, FinishReason, SequenceState
 from router.errors import InvalidArgumentError
+from router.strategies import options as opt
 from router.strategies.base import Strategy, StrategyContext
 from router.verifiers import ScoredItem, Verifier, get_verifier
 from router.verifiers.answers import extract_answer
@@ -541,9 +542,22 @@ class StepSearch(Strategy):
     """Step-level beam search or MCTS; see the module docstring."""
 
     name = "step_search"
+    # Most options are checked by StepOptions.parse, as run() reads them (see check_options).
+    option_checks = {**{f.name: lambda v: None for f in fields(StepOptions)}, "exploration": lambda v: None,
+                     "verifier": lambda v: None if v in ("", None) else opt.verifier(v),
+                     "answer_kind": opt.answer_kind}
 
     def __init__(self) -> None:
         self.last_report: SearchReport | None = None
+
+    def check_options(self, options: Mapping[str, Any]) -> list[str]:
+        """Names and the verifier/answer kind as declared; the rest as :meth:`StepOptions.parse` reads them."""
+        out = super().check_options(options)
+        try:
+            StepOptions.parse(options)
+        except InvalidArgumentError as exc:
+            out.append(f"{exc.field.removeprefix('options.')}: {exc.description}")
+        return out
 
     def run(self, query: Query, plan: Plan, ctx: StrategyContext) -> Outcome:
         opts = StepOptions.parse(plan.options)

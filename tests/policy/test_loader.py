@@ -90,6 +90,18 @@ def _broken(**edit) -> dict:
     ({"experiments__0__shadow__0__name": "c"}, "arm names must be unique"),
     ({"policies__1__name": "adaptive"}, "policy names must be unique"),
     ({"policies__0__levels__0__typo": 1}, "Extra inputs are not permitted"),
+    # strategy options are checked when the file loads, not when a request runs
+    ({"policies__0__levels__1__options": {"wave": "banana"}}, "options.wave: must be an integer >= 1"),
+    ({"policies__0__levels__1__options": {"stop_rule": "nonsense"}}, "options.stop_rule: must be one of"),
+    ({"policies__0__levels__1__options": {"confidnce": 0.9}}, "options.confidnce: unknown option"),
+    ({"policies__0__levels__0__options": {"cot": "yes"}}, "options.cot: must be true or false"),
+    ({"policies__0__levels__1__strategy": "best_of_n", "policies__0__levels__1__options": {"verifier": "oracle"}},
+     "options.verifier: must be one of"),
+    ({"policies__0__levels__1__strategy": "step_search", "policies__0__levels__1__options": {"beam_width": 0}},
+     "options.beam_width: must be an integer >= 1"),
+    ({"policies__0__levels__1__samples": True}, "samples"),
+    ({"policies__0__levels__1__samples": "8"}, "samples"),
+    ({"policies__0__levels__1__sampling": {"max_new_tokens": 0}}, "sampling.max_new_tokens"),
 ])
 def test_broken_files_are_refused_with_the_problem_named(edit: dict, message: str) -> None:
     with pytest.raises(PolicyFileError) as err:
@@ -111,8 +123,15 @@ def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
     bad.write_text("policies: [\n  - {name: x\n")
     with pytest.raises(PolicyFileError, match="not valid YAML"):
         load_policies(bad)
-    bad.write_text("just a string")
-    with pytest.raises(PolicyFileError, match="invalid"):
+    for text in ("just a string", "", "# only a comment\n", "- a\n- list\n"):
+        bad.write_text(text)
+        with pytest.raises(PolicyFileError, match="top level must be a mapping with default_policy and policies"):
+            load_policies(bad)
+    bad.write_bytes(b"default_policy: caf\xe9\n")
+    with pytest.raises(PolicyFileError, match="not UTF-8"):
+        load_policies(bad)
+    bad.write_text(yaml.safe_dump(GOOD) + "default_policy: greedy\n")  # the same key twice
+    with pytest.raises(PolicyFileError, match="'default_policy' is given twice"):
         load_policies(bad)
 
 

@@ -56,3 +56,19 @@ def test_errors_name_the_problem(store_file: Path, tmp_path: Path, capsys: pytes
         export(store_file, tmp_path / "x", "xml")
     with pytest.raises(SystemExit):
         main(["--db", str(store_file), "--out", "x", "--table", "nope"])
+
+
+def test_the_output_never_replaces_the_store_a_directory_or_a_link(store_file: Path, tmp_path: Path) -> None:
+    before = store_file.read_bytes()
+    for out in (store_file, Path(f"{store_file}-wal"), tmp_path):
+        with pytest.raises(ValueError, match="the store itself|not a regular file"):
+            export(store_file, out)
+    assert store_file.read_bytes() == before
+    assert main(["--db", str(tmp_path), "--out", str(tmp_path / "x.jsonl")]) == 1  # a directory is no store
+    target = tmp_path / "real.jsonl"
+    target.write_text("old\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    assert export(store_file, link) == 2
+    assert link.is_symlink() and link.resolve() == target.resolve()  # written through the link
+    assert len(target.read_text().splitlines()) == 2
