@@ -11,6 +11,9 @@ Why it looks like this:
   partial answer and stop each at a step delimiter (a stop string such as ``"\\n"``).
 - Cancellation and deadlines are checked before every decode step; a stopped call returns what
   it has, marked ``cancelled`` or ``deadline``, and its cache is released on return.
+- The KV cache layout is the build's (``Manifest.kv_cache``): ``concat`` (every provider: each
+  pass returns caches one step longer) or ``inplace`` (CPU only: fixed-capacity host buffers the
+  decoder writes in place, see :mod:`router.engine.state`), which batched sampling runs faster on.
 - Optionally a second build of the *same weights* (the q4 variant: the GGUF's 4-bit blocks) runs
   the one-row, one-token decode steps, where it is faster (it reads half the bytes), while
   prefills and batches stay on the main decoder, where q4 is slower. Both read and write the same cache layout, so a
@@ -75,6 +78,9 @@ class Engine:
         self._eos = frozenset(manifest.eos_token_ids)
         self._stats_lock = threading.Lock()
         self.stats = EngineStats()
+        if manifest.kv_cache not in ("concat", "inplace"):
+            raise ModelIntegrityError(f"{manifest.name}'s manifest names an unknown KV cache layout "
+                                      f"{manifest.kv_cache!r}; rebuild it with `router models build {manifest.name}`")
         self._inplace = manifest.kv_cache == "inplace"
         if self._inplace and self._device != "cpu":
             raise ProviderUnavailableError(

@@ -9,6 +9,7 @@ past their first capacity.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -97,6 +98,8 @@ def test_the_inplace_build_refuses_other_layouts_and_providers(pair: tuple[Engin
         Engine.load(inplace.model_dir, SessionSettings(providers=(CPU,)), single_row_dir=concat.model_dir)
     with pytest.raises(ProviderUnavailableError, match="CPU provider only"):
         Engine(inplace.model_dir, inplace.manifest, _CudaSessionReport())
+    with pytest.raises(ModelIntegrityError, match="unknown KV cache layout 'paged'"):
+        Engine(inplace.model_dir, replace(inplace.manifest, kv_cache="paged"), inplace._session)
 
 
 class _CudaSessionReport:
