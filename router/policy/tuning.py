@@ -9,12 +9,14 @@ Besides the replay itself: sweeps over a rule's setting (:func:`sweep`), the cho
 under a token budget or for a target accuracy (:func:`best_within_budget`, :func:`cheapest_reaching`,
 :func:`plateau_centre`), the uniform and oracle reference points, confidence intervals
 (:func:`wilson_interval`, :func:`paired_bootstrap`), and the outcome matrices built from
-``LevelResult`` rows (:func:`collect_outcomes`) with the check that tuning and report questions
-are disjoint (:func:`check_disjoint`). ``router tune`` (:mod:`router.policy.tune_cli`) composes them.
+``LevelResult`` rows (:func:`collect_outcomes`, each row checked by :func:`row_problem`) with the
+check that tuning and report questions are disjoint (:func:`check_disjoint`). ``router tune``
+(:mod:`router.policy.tune_cli`) composes them.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ import numpy as np
 from router.policy.ladder import LevelSpec, Rule, choose
 
 POLICY_ROW_PREFIX = "policy:"  # rows of a policy's own choice (``router eval --route``), not a forced level
+ROW_TEXT_KEYS = ("question", "family", "split")  # optional in a row; strings when present
 THRESHOLD_GRID: tuple[float, ...] = tuple(round(t, 3) for t in np.linspace(0.0, 1.0, 101))
 # lambda per 1000 tokens: 0 (the most likely level whatever it costs) ... inf (always the cheapest)
 LAMBDA_GRID: tuple[float, ...] = (0.0, *(float(f"{x:.4g}") for x in np.logspace(-2, 3, 51)), math.inf)
@@ -254,19 +257,57 @@ class Outcomes:
         return sizes
 
 
+def row_problem(row: object, required: Sequence[str] = ("id", "level", "correct", "completion_tokens")) -> str | None:
+    """Why ``row`` is not a usable ``LevelResult`` row (``router/evaluation/runner.py``), or None.
+
+    ``required`` keys must be present; every known key that is present must have its type: ``id``
+    and ``level`` non-empty strings, ``correct`` a JSON boolean (``bool("false")`` is true),
+    ``completion_tokens`` a whole number >= 0 (not NaN, not negative), and ``question``, ``family``
+    and ``split`` strings.
+    """
+    if not isinstance(row, dict):
+        return f"not a JSON object ({type(row).__name__})"
+    missing = [k for k in required if k not in row]
+    if missing:
+        return f"missing {', '.join(repr(k) for k in missing)}"
+    for key in ("id", "level"):
+        if key in row and not (isinstance(row[key], str) and row[key]):
+            return f"{key!r} must be a non-empty string, got {_shown(row[key])}"
+    if "correct" in row and not isinstance(row["correct"], bool):
+        return f"'correct' must be true or false, got {_shown(row['correct'])}"
+    tokens = row.get("completion_tokens", 0)
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+        return f"'completion_tokens' must be a whole number >= 0, got {_shown(tokens)}"
+    for key in ROW_TEXT_KEYS:
+        if key in row and not isinstance(row[key], str):
+            return f"{key!r} must be a string, got {_shown(row[key])}"
+    return None
+
+
+def _shown(value: object) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def collect_outcomes(rows: Iterable[Mapping], levels: Sequence[str]) -> Outcomes:
     """Outcome matrices of ``levels`` from ``LevelResult`` rows (``router/evaluation/runner.py``).
 
     The first row of a (question, level) wins; rows of a policy's own choice (level ``policy:...``)
     are left out. A question without a row for every one of ``levels`` is left out and named in
-    ``incomplete``. A question id that carries two different splits is refused (``ValueError``):
-    the split of a question must be one fact, or fit and report sets could share it.
+    ``incomplete``. A row that :func:`row_problem` finds fault with is refused (``ValueError``), and
+    so is a question id that carries two different splits: the split of a question must be one
+    fact, or fit and report sets could share it.
     """
     levels = tuple(levels)
     meta: dict[str, tuple[str, str, str]] = {}
     splits: dict[str, set[str]] = {}
     seen: dict[str, dict[str, tuple[float, float]]] = {}
-    for row in rows:
+    for n, row in enumerate(rows):
+        if problem := row_problem(row):
+            raise ValueError(f"result row {n} is not usable: {problem}")
         level = str(row["level"])
         qid = str(row["id"])
         splits.setdefault(qid, set()).add(str(row.get("split", "")))
@@ -274,7 +315,7 @@ def collect_outcomes(rows: Iterable[Mapping], levels: Sequence[str]) -> Outcomes
             continue
         meta.setdefault(qid, (str(row.get("question", "")), str(row.get("family", "")), str(row.get("split", ""))))
         if level in levels:
-            seen.setdefault(qid, {}).setdefault(level, (float(bool(row["correct"])), float(row["completion_tokens"])))
+            seen.setdefault(qid, {}).setdefault(level, (float(row["correct"]), float(row["completion_tokens"])))
     conflicts = {q: sorted(s) for q, s in splits.items() if len(s) > 1}
     if conflicts:
         shown = ", ".join(f"{q} ({' / '.join(s)})" for q, s in list(conflicts.items())[:5])

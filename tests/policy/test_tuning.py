@@ -167,3 +167,29 @@ def test_check_disjoint() -> None:
         check_disjoint(["a", "b"], {"test": ["b", "c"]})
     with pytest.raises(ValueError, match="report sets 'test' and 'unseen'"):
         check_disjoint(["a"], {"test": ["c"], "unseen": ["c"]})
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"correct": "false"}, "'correct' must be true or false, got \"false\""),
+    ({"correct": 1}, "'correct' must be true or false, got 1"),
+    ({"completion_tokens": math.nan}, "'completion_tokens' must be a whole number >= 0, got NaN"),
+    ({"completion_tokens": -3}, "'completion_tokens' must be a whole number >= 0, got -3"),
+    ({"completion_tokens": "40"}, "'completion_tokens' must be a whole number >= 0, got \"40\""),
+    ({"completion_tokens": True}, "'completion_tokens' must be a whole number >= 0, got true"),
+    ({"id": 7}, "'id' must be a non-empty string, got 7"),
+    ({"level": ""}, "'level' must be a non-empty string, got \"\""),
+    ({"split": None}, "'split' must be a string, got null"),
+])
+def test_row_problem_names_a_value_of_the_wrong_type(change: dict, problem: str) -> None:
+    from router.policy.tuning import row_problem
+
+    assert row_problem(_row("a", "cheap", False, 10)) is None
+    assert row_problem(_row("a", "cheap", False, 10) | change) == problem
+    assert row_problem({"id": "a", "level": "cheap"}) == "missing 'correct', 'completion_tokens'"
+    assert row_problem([1, 2]) == "not a JSON object (list)"
+
+
+def test_collect_outcomes_refuses_a_row_of_the_wrong_type() -> None:
+    rows = [_row("a", "cheap", True, 10), _row("a", "dear", False, 100) | {"correct": "false"}]
+    with pytest.raises(ValueError, match="result row 1 is not usable: 'correct' must be true or false"):
+        collect_outcomes(rows, ["cheap", "dear"])
