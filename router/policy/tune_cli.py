@@ -8,7 +8,10 @@ Input: ``LevelResult`` rows (``router eval`` or ``router difficulty labels``) of
 a policy's own choice (level ``policy:NAME``) are not tuned on but are drawn as measured points. The
 policy (``--policy`` of ``--policy-file``, default the file's default policy) routes the levels it has
 that both appear in the results and are predicted by the classifier; a question counts only when it
-has a row for every one of them. Level costs are the fit split's mean completion tokens.
+has a row for every one of them. Level costs are the fit split's mean completion tokens. A line that
+is not a usable row (torn, foreign, not UTF-8, or a value of the wrong type: ``correct`` must be true
+or false, ``completion_tokens`` a whole number >= 0) is skipped and named (``PATH:LINE``) in the
+notes; a (question, level) row that an earlier file already has is not used, with a warning.
 
 1. Predictions on the fit split: the committed classifier on the question text, or with ``--oof K``
    K-fold out-of-fold predictions of fresh classifiers with the committed card's hyperparameters
@@ -61,6 +64,7 @@ from router.policy.tuning import (
     plateau,
     plateau_centre,
     route,
+    row_problem,
     rule_for,
     sweep,
     wilson_interval,
@@ -260,38 +264,78 @@ class Tuning:
     notes: list[str]
 
 
-def _rows(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Rows of a results file with the keys the tuner needs, and how many lines were not such rows."""
-    rows, bad = [], 0
-    with Path(path).open(encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            if not isinstance(row, dict) or any(k not in row for k in REQUIRED_KEYS):
-                bad += 1
-                continue
-            rows.append(row)
+def _rows(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    """Rows of a results file that the tuner can use, and (line number, why) for every other non-blank line.
+
+    Lines are decoded one by one: a line that is not UTF-8 (a write torn inside a character, or not a
+    results file at all) is one bad line, like a torn or foreign one.
+    """
+    rows: list[dict[str, Any]] = []
+    bad: list[tuple[int, str]] = []
+    try:
+        with Path(path).open("rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    row = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    bad.append((lineno, "not UTF-8 text"))
+                    continue
+                except (ValueError, RecursionError):
+                    bad.append((lineno, "not JSON"))
+                    continue
+                if problem := row_problem(row, REQUIRED_KEYS):
+                    bad.append((lineno, problem))
+                    continue
+                rows.append(row)
+    except OSError as exc:
+        raise TuneError(f"cannot read results file {path}: {exc.strerror or exc}") from None
     return rows, bad
 
 
+def _bad_lines(path: Path, bad: Sequence[tuple[int, str]], shown: int = 3) -> str:
+    more = f"; {len(bad) - shown} more" if len(bad) > shown else ""
+    return "; ".join(f"{path}:{n}: {why}" for n, why in bad[:shown]) + more
+
+
 def read_rows(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows of every results file, in order, and notes on lines that were skipped."""
+    """Rows of every results file, in order, and notes on the lines that were skipped (each a
+    ``PATH:LINE``) and on (question, level) rows that more than one file has (the first file's row is
+    the one used)."""
     rows: list[dict[str, Any]] = []
     notes = []
-    for path in paths:
-        if not Path(path).is_file():
+    bad_seen: list[str] = []
+    first: dict[tuple[str, str], Path] = {}
+    repeats: dict[tuple[Path, Path], int] = {}
+    read: set[Path] = set()
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise TuneError(f"results file {path} is a directory; give a .jsonl file of result rows")
+        if not path.exists():
             raise TuneError(f"results file {path} does not exist")
+        if not path.is_file():  # a device such as /dev/zero would be read forever
+            raise TuneError(f"results file {path} is not a regular file")
+        if path.resolve() in read:
+            notes.append(f"{path}: given more than once; read once")
+            continue
+        read.add(path.resolve())
         got, bad = _rows(path)
         if bad:
-            notes.append(f"{path}: skipped {bad} line(s) that are not result rows (torn or foreign)")
+            notes.append(f"{path}: skipped {len(bad)} line(s) that are not result rows (torn, foreign or with a bad "
+                         f"value): {_bad_lines(path, bad)}")
+            bad_seen.append(_bad_lines(path, bad, shown=2))
+        for row in got:
+            earlier = first.setdefault((row["id"], row["level"]), path)
+            if earlier != path:
+                repeats[(earlier, path)] = repeats.get((earlier, path), 0) + 1
         rows += got
+    for (earlier, later), n in repeats.items():
+        notes.append(f"WARNING: {n} (question, level) row(s) of {later} are also in {earlier}: the rows of {earlier} "
+                     "are used")
     if not rows:
-        raise TuneError(f"no result rows in {', '.join(str(p) for p in paths)}")
+        why = f" ({'; '.join(bad_seen)})" if bad_seen else ""
+        raise TuneError(f"no result rows in {', '.join(str(p) for p in paths)}{why}")
     return rows, notes
 
 
@@ -325,7 +369,7 @@ def _measured(rows: Sequence[Mapping[str, Any]], ids: Iterable[str], skip: Itera
         level, qid = str(row["level"]), str(row["id"])
         if level in skip or qid not in wanted:
             continue
-        first.setdefault(level, {}).setdefault(qid, (float(bool(row["correct"])), float(row["completion_tokens"])))
+        first.setdefault(level, {}).setdefault(qid, (float(row["correct"]), float(row["completion_tokens"])))
     return {lv: Stat.of(np.array([c for c, _ in v.values()]), np.array([t for _, t in v.values()]))
             for lv, v in first.items()}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -276,6 +277,7 @@ def test_policy_rows_are_measured_points_not_tuned_on(tmp_path: Path, files: tup
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--results", "{tmp}/missing.jsonl"], "results file {tmp}/missing.jsonl does not exist"),
+    (["--results", "{tmp}"], "results file {tmp} is a directory"),
     (["--results", "{results}", "--policy", "nope"], "unknown policy 'nope'"),
     (["--results", "{results}", "--policy", "greedy"], "policy 'greedy' routes 1 level(s) (single)"),
     (["--results", "{results}", "--fit-split", "nope"], "fit split 'nope' has no complete questions"),
@@ -354,3 +356,60 @@ def test_real_classifier_on_generated_questions(tmp_path: Path, capsys: pytest.C
     tuned = load_policies(out_yaml).get("adaptive")
     assert tuned.rule.kind == "threshold"
     assert [tuned.level(n).cost_tokens > 0 for n in levels] == [True] * len(levels)
+
+
+# ---------------------------------------------------------------------------- bad input rows
+
+
+def test_rows_with_bad_values_are_skipped_and_named_not_counted(tmp_path: Path, files: tuple[Path, Path],
+                                                                capsys: pytest.CaptureFixture) -> None:
+    _, policy_file = files
+    rows = dataset()
+    bad = {("train-hard-0", "single"): {"correct": "false"},  # bool("false") is True
+           ("train-hard-1", "sc"): {"completion_tokens": math.nan},
+           ("train-hard-2", "single"): {"completion_tokens": -5}}
+    lines = []
+    for row in rows:
+        row = row | bad.get((row["id"], row["level"]), {})
+        lines.append(json.dumps(row).encode())
+    lines.insert(3, b'{"id": "\xff\xfe", "level": "single"}')  # not UTF-8
+    results = tmp_path / "r.jsonl"
+    results.write_bytes(b"\n".join(lines) + b"\n")
+    numbers = {k: 1 + next(i for i, r in enumerate(rows) if (r["id"], r["level"]) == k) for k in bad}
+    numbers = {k: n + (n > 3) for k, n in numbers.items()}  # after the inserted line
+    rc, out, err = run(["--results", str(results), "--policy-file", str(policy_file), "--max-mean-tokens", "60",
+                        "--json"], capsys, FakePredictor().predictor())
+    assert rc == 0, err
+    got = json.loads(out)
+    assert got["incomplete"] == 3 and got["split_sizes"]["train"] == 37
+    assert got["costs"] == {"single": 10.0, "sc": 100.0}
+    assert got["splits"][0]["uniform"]["single"]["accuracy"] == pytest.approx(20 / 37)  # the 17 hard ones wrong
+    note = next(n for n in got["notes"] if "skipped 4 line(s)" in n)
+    assert f"{results}:4: not UTF-8 text" in note
+    assert f"{results}:{numbers['train-hard-0', 'single']}: 'correct' must be true or false, got \"false\"" in note
+    assert f"{results}:{numbers['train-hard-1', 'sc']}: 'completion_tokens' must be a whole number >= 0, got NaN" \
+           in note
+    assert note.endswith("; 1 more")  # the negative count, past the first three
+
+
+def test_a_file_of_no_result_rows_says_why(tmp_path: Path, files: tuple[Path, Path],
+                                           capsys: pytest.CaptureFixture) -> None:
+    _, policy_file = files
+    binary = tmp_path / "random.bin"
+    binary.write_bytes(bytes(range(128, 256)) * 4)
+    rc, out, err = run(["--results", str(binary), "--policy-file", str(policy_file)], capsys,
+                       FakePredictor().predictor())
+    assert rc == 2 and out == ""
+    assert err == f"router tune: no result rows in {binary} ({binary}:1: not UTF-8 text)\n"
+
+
+def test_rows_in_two_files_are_named(tmp_path: Path, files: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    results, policy_file = files
+    again = write_jsonl(tmp_path / "again.jsonl", [dict(r, correct=not r["correct"]) for r in dataset()[:6]])
+    rc, out, err = run(["--results", str(results), "--results", str(again), "--policy-file", str(policy_file),
+                        "--max-mean-tokens", "60", "--json"], capsys, FakePredictor().predictor())
+    assert rc == 0, err
+    got = json.loads(out)
+    assert f"WARNING: 6 (question, level) row(s) of {again} are also in {results}: the rows of {results} are used" \
+           in got["notes"]
+    assert got["chosen"]["accuracy"] == 1.0  # the first file's rows
