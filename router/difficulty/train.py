@@ -29,6 +29,8 @@ Training uses ``split == "train"`` only; metrics are reported on ``test`` (held-
 the training families) and ``unseen`` (families never trained on). The shipped model is exactly
 the evaluated one. Nothing is pickled: the ONNX file and a JSON card are the artifact, and the
 card's sha256 is checked by :class:`router.difficulty.scorer.DifficultyScorer`.
+
+Exit status 0, or 2 with ``error: ...`` when the labels cannot be read or hold nothing to train on.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ from router.difficulty import LABELS
 from router.difficulty.features import NORMALIZATION, ONNX_LOCALE, TOKEN_PATTERN, make_vectorizer, normalize
 from router.difficulty.scorer import ARTIFACTS, CARD_FILE, MODEL_FILE, TRAIN_COMMAND, DifficultyScorer, open_session
 from router.engine.manifest import sha256_file
+from router.errors import RouterError
+from router.policy.tuning import POLICY_ROW_PREFIX, row_problem
 
 if TYPE_CHECKING:
     import onnx
@@ -60,6 +64,7 @@ if TYPE_CHECKING:
 PACKAGE = Path(__file__).resolve().parent
 REPO = PACKAGE.parents[1]
 README_FILE = "README.md"
+LABEL_KEYS = ("id", "level", "correct", "question", "split", "family")
 INPUT_NAME = "text"
 OUTPUT_NAME = "success"
 OPSET = 18  # the most skl2onnx may use; the model records what it does use
@@ -80,6 +85,10 @@ EDGE_TEXTS = (
 # ----------------------------------------------------------------------------------------- data
 
 
+class TrainError(RouterError):
+    """Training cannot run, or its artifacts cannot be written; the message says why."""
+
+
 @dataclass(frozen=True)
 class Labels:
     """Complete label rows, one entry per question that has a row for every level."""
@@ -91,6 +100,8 @@ class Labels:
     levels: tuple[str, ...]  # column order of ``y``, in the order levels first appear in the file
     ids: tuple[str, ...]
     incomplete: int = 0  # questions left out because some level has no row yet
+    skipped: tuple[tuple[int, str], ...] = ()  # (line number, why) of lines that are not label rows
+    policy_rows: int = 0  # rows of a policy's own choice (level policy:NAME), not a level: left out
 
     def select(self, split: str) -> np.ndarray:
         """Boolean mask of the questions in ``split``."""
@@ -100,24 +111,60 @@ class Labels:
 def load_labels(path: Path) -> Labels:
     """Read ``LevelResult`` rows (``router/evaluation/runner.py``); keep questions with every level.
 
-    A torn last line (a labelling run still writing, or killed) is ignored, as is a repeated
-    (question, level) row after its first.
+    A line that is not a label row is skipped and listed in ``skipped``: a torn last line (a
+    labelling run still writing, or killed), a line that is not UTF-8 or not JSON, a row without
+    ``id``, ``level``, ``correct``, ``question``, ``split`` and ``family`` or with a value of the wrong
+    type (:func:`router.policy.tuning.row_problem`; ``correct`` must be a JSON boolean). Rows of a
+    policy's own choice (level ``policy:NAME``, from ``router eval --route``) are not a level: they
+    are counted in ``policy_rows`` and left out. A repeated (question, level) row after its first is
+    ignored. :class:`TrainError` when the file cannot be read or has no label row.
     """
+    path = Path(path)
+    if path.is_dir():
+        raise TrainError(f"labels file {path} is a directory; give a .jsonl file of label rows")
+    if not path.exists():
+        raise TrainError(f"labels file {path} does not exist")
+    if not path.is_file():  # a device such as /dev/zero would be read forever
+        raise TrainError(f"labels file {path} is not a regular file")
     questions: dict[str, dict[str, Any]] = {}
     outcomes: dict[str, dict[str, bool]] = {}
     levels: list[str] = []
-    with Path(path).open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-                qid, level, correct = row["id"], row["level"], bool(row["correct"])
-                meta = {"question": row["question"], "split": row["split"], "family": row["family"]}
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-            questions.setdefault(qid, meta)
-            outcomes.setdefault(qid, {}).setdefault(level, correct)
-            if level not in levels:
-                levels.append(level)
+    skipped: list[tuple[int, str]] = []
+    policy_rows = 0
+    try:
+        with path.open("rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    row = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    skipped.append((lineno, "not UTF-8 text"))
+                    continue
+                except (ValueError, RecursionError):
+                    skipped.append((lineno, "not JSON"))
+                    continue
+                if problem := row_problem(row, LABEL_KEYS):
+                    skipped.append((lineno, problem))
+                    continue
+                qid, level = row["id"], row["level"]
+                if level.startswith(POLICY_ROW_PREFIX):
+                    policy_rows += 1
+                    continue
+                questions.setdefault(qid, {k: row[k] for k in ("question", "split", "family")})
+                outcomes.setdefault(qid, {}).setdefault(level, row["correct"])
+                if level not in levels:
+                    levels.append(level)
+    except OSError as exc:
+        raise TrainError(f"cannot read labels file {path}: {exc.strerror or exc}") from None
+    if not levels:
+        why = []
+        if policy_rows:
+            why.append(f"its {policy_rows} row(s) are of a policy's own choice (level {POLICY_ROW_PREFIX}NAME, from "
+                       "`router eval --route`), not of a forced level")
+        if skipped:
+            why.append(f"{len(skipped)} line(s) are not label rows, e.g. {path}:{skipped[0][0]}: {skipped[0][1]}")
+        raise TrainError(f"no label rows in {path}: " + ("; ".join(why) or "the file is empty"))
     complete = [qid for qid in questions if len(outcomes[qid]) == len(levels)]
     return Labels(
         texts=[questions[q]["question"] for q in complete],
@@ -127,6 +174,8 @@ def load_labels(path: Path) -> Labels:
         levels=tuple(levels),
         ids=tuple(complete),
         incomplete=len(questions) - len(complete),
+        skipped=tuple(skipped),
+        policy_rows=policy_rows,
     )
 
 
@@ -514,6 +563,8 @@ def data_summary(labels: Labels, path: Path) -> dict[str, Any]:
         "levels": list(labels.levels),
         "questions": {s: int((labels.splits == s).sum()) for s in splits},
         "questions_incomplete_left_out": labels.incomplete,
+        "lines_skipped": len(labels.skipped),  # not label rows: torn, foreign or with a bad value
+        "policy_rows_left_out": labels.policy_rows,
         "families": {s: dict(sorted(Counter(labels.families[labels.splits == s]).items())) for s in splits},
         "success_rate": {s: {lv: round(float(labels.y[labels.splits == s, j].mean()), 4)
                              for j, lv in enumerate(labels.levels)} for s in splits},
@@ -620,9 +671,11 @@ def write_readme(card: dict[str, Any], path: Path) -> None:
 def train(labels_path: Path = LABELS, out_dir: Path = ARTIFACTS, seed: int = 0, **params: Any) -> dict[str, Any]:
     """Fit on the train split, export, verify parity, measure latency; write ONNX, card and README."""
     labels = load_labels(labels_path)
+    report_left_out(labels, labels_path)
     tr = labels.select("train")
     if not tr.any():
-        raise SystemExit(f"no complete training questions in {labels_path}")
+        raise TrainError(f"no complete training questions in {labels_path} (split 'train', with a row for every "
+                         f"level: {', '.join(labels.levels)})")
     train_texts = [t for t, keep in zip(labels.texts, tr, strict=True) if keep]
     model = fit(train_texts, labels.y[tr], labels.levels, seed=seed, **params)
 
@@ -685,6 +738,18 @@ def train(labels_path: Path = LABELS, out_dir: Path = ARTIFACTS, seed: int = 0, 
     return card
 
 
+def report_left_out(labels: Labels, path: Path, shown: int = 3) -> None:
+    """Say on stderr which lines of the labels were not label rows, and how many rows were a policy's."""
+    if labels.skipped:
+        lines = "; ".join(f"{path}:{n}: {why}" for n, why in labels.skipped[:shown])
+        more = f"; {len(labels.skipped) - shown} more" if len(labels.skipped) > shown else ""
+        print(f"{TRAIN_COMMAND}: skipped {len(labels.skipped)} line(s) that are not label rows: {lines}{more}",
+              file=sys.stderr)
+    if labels.policy_rows:
+        print(f"{TRAIN_COMMAND}: left out {labels.policy_rows} row(s) of a policy's own choice (level "
+              f"{POLICY_ROW_PREFIX}NAME): they are not a level to predict", file=sys.stderr)
+
+
 def _cpu_count() -> int:
     import os
 
@@ -706,7 +771,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", type=Path, default=ARTIFACTS, help="where the ONNX file, card and README go")
     ap.add_argument("--seed", type=int, default=0, help="cross-validation shuffling for calibration")
     args = ap.parse_args(argv)
-    card = train(args.labels, args.out_dir, args.seed)
+    try:
+        card = train(args.labels, args.out_dir, args.seed)
+    except RouterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     summary = {split: {lv: {k: x[k] for k in ("n", "auc", "ece", "brier")} for lv, x in per.items()}
                for split, per in card["metrics"].items()}
     print(json.dumps({"sha256": card["sha256"], "size_bytes": card["size_bytes"], "metrics": summary,

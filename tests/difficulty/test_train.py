@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from router.difficulty.scorer import CARD_FILE
 from router.difficulty.train import (
     EDGE_TEXTS,
     PARITY_TOLERANCE,
@@ -17,12 +18,13 @@ from router.difficulty.train import (
     export_onnx,
     fit,
     load_labels,
+    main,
     onnx_predict,
     onnx_session,
     platt,
     sigmoid,
 )
-from tests.difficulty.conftest import LEVELS, train_part
+from tests.difficulty.conftest import LEVELS, train_part, write_synthetic_labels
 
 
 def test_labels_keep_only_questions_with_every_level(synthetic_path: Path, tmp_path: Path) -> None:
@@ -139,3 +141,74 @@ def test_export_is_byte_identical_across_processes(synthetic_path: Path) -> None
     ]
     shas = {p.communicate(timeout=120)[0].strip() for p in procs}
     assert len(shas) == 1 and len(shas.pop()) == 64
+
+
+# ---------------------------------------------------------------------------------- bad labels
+
+
+@pytest.fixture(scope="module")
+def small_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_labels(tmp_path_factory.mktemp("small") / "labels.jsonl", per_family=15)
+
+
+def train_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    rc = main(argv)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (None, "labels file {path} does not exist"),
+    ("dir", "labels file {path} is a directory"),
+    (b"", "no label rows in {path}: the file is empty"),
+    (bytes(range(128, 256)), "no label rows in {path}: 1 line(s) are not label rows, e.g. {path}:1: not UTF-8 text"),
+    ("policy", "no label rows in {path}: its 12 row(s) are of a policy's own choice (level policy:NAME"),
+])
+def test_labels_with_nothing_to_train_on_are_refused(tmp_path: Path, small_path: Path, capsys: pytest.CaptureFixture,
+                                                     make: object, message: str) -> None:
+    path, out_dir = tmp_path / "labels.jsonl", tmp_path / "artifacts"
+    if make == "dir":
+        path.mkdir()
+    elif make == "policy":  # what `router eval --route` writes: a policy's choice, not a level
+        rows = [json.loads(r) | {"level": "policy:adaptive"} for r in small_path.read_text().splitlines()[:12]]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif isinstance(make, bytes):
+        path.write_bytes(make)
+    rc, out, err = train_cli(["--labels", str(path), "--out-dir", str(out_dir)], capsys)
+    assert rc == 2 and out == ""
+    assert err.startswith("error: ") and message.format(path=path) in err
+    assert not out_dir.exists()
+
+
+def test_bad_lines_and_policy_rows_are_counted_and_left_out(synthetic_path: Path, tmp_path: Path) -> None:
+    rows = [json.loads(r) for r in synthetic_path.read_text().splitlines()]
+    lines = [json.dumps(r | {"level": "policy:adaptive"}).encode() for r in rows[:9:3]]
+    wrong = next(i for i, r in enumerate(rows) if r["correct"] is False and i >= 3)  # not the first level's row
+    rows[wrong]["correct"] = "false"  # bool("false") is True
+    lines = [json.dumps(r).encode() for r in rows] + lines
+    lines += [b'{"id": "\xff", "level": "single"}', b'{"id": "torn']
+    path = tmp_path / "labels.jsonl"
+    path.write_bytes(b"\n".join(lines))
+    labels = load_labels(path)
+    assert labels.levels == LEVELS  # no "policy:adaptive" column
+    assert labels.policy_rows == 3
+    n = len(rows)
+    assert labels.skipped == ((wrong + 1, "'correct' must be true or false, got \"false\""),
+                              (n + 4, "not UTF-8 text"), (n + 5, "not JSON"))
+    assert labels.incomplete == 1 and rows[wrong]["id"] not in labels.ids  # its level has no usable row
+
+
+def test_train_says_what_it_left_out(small_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = [json.loads(r) for r in small_path.read_text().splitlines()]
+    policy = [r | {"level": "policy:adaptive"} for r in rows[:4]]
+    rows[3]["correct"] = "true"
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*rows, *policy]))
+    out_dir = tmp_path / "artifacts"
+    rc, _, err = train_cli(["--labels", str(path), "--out-dir", str(out_dir)], capsys)
+    assert rc == 0, err
+    assert f"skipped 1 line(s) that are not label rows: {path}:4: 'correct' must be true or false, got \"true\"" in err
+    assert "left out 4 row(s) of a policy's own choice (level policy:NAME)" in err
+    card = json.loads((out_dir / CARD_FILE).read_text())
+    assert card["output"]["levels"] == list(LEVELS)
+    assert (card["data"]["lines_skipped"], card["data"]["policy_rows_left_out"]) == (1, 4)
