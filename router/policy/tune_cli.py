@@ -31,13 +31,16 @@ notes; a (question, level) row that an earlier file already has is not used, wit
    disjoint.
 
 ``--write-policy OUT.yaml`` writes the policy file with the tuned rule and costs (checked by loading
-it first); ``--png OUT.png`` draws the cost-accuracy frontier, one panel per split. Exit status 0,
-or 2 with the reason for a usage or data problem.
+it first); ``--png OUT.png`` draws the cost-accuracy frontier, one panel per split (in the suffix's
+image format; ``.png`` is appended when there is none). Both paths are checked before any work, and
+both files are written (to temporary files, then renamed into place) or neither. Exit status 0, or
+2 with the reason for a usage or data problem.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -656,13 +659,19 @@ def to_json(t: Tuning) -> dict[str, Any]:
     return _jsonable({**asdict(t), "rule": rule_yaml(t.rule)})
 
 
-def draw_frontier(t: Tuning, path: Path) -> None:
-    """Mean tokens vs accuracy, one panel per split: uniform levels, oracle, the sweep and the chosen point."""
+def _need_matplotlib() -> None:
     try:
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+        import matplotlib  # noqa: F401
     except ImportError:
         raise TuneError("--png needs matplotlib (pip install -e '.[eval]')") from None
+
+
+def frontier_figure(t: Tuning) -> Any:
+    """Mean tokens vs accuracy, one panel per split: uniform levels, oracle, the sweep and the chosen point."""
+    _need_matplotlib()
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     fig = Figure(figsize=(5.0 * len(t.splits), 4.4), layout="constrained")
     axes = fig.subplots(1, len(t.splits), squeeze=False)[0]
     for k, (ax, s) in enumerate(zip(axes, t.splits, strict=True)):
@@ -701,16 +710,41 @@ def draw_frontier(t: Tuning, path: Path) -> None:
         if k == 0:
             ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"policy '{t.policy}': {t.rule.describe()}, {t.objective.describe()}", fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    return fig
 
 
-def write_policy(policy_file: Path, t: Tuning, out: Path, header: Sequence[str] = ()) -> None:
-    """``policy_file`` with ``t.policy``'s rule and routed costs replaced, validated, written to ``out``."""
+def frontier_path(path: Path) -> tuple[Path, str]:
+    """Where ``--png PATH`` is drawn and in which image format: the suffix's, with ``.png`` appended
+    when there is none (what matplotlib would write). Refuses a format matplotlib cannot write and a
+    path :func:`check_output` refuses."""
+    _need_matplotlib()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    fmt = path.suffix[1:].lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in formats:
+        raise TuneError(f"--png {path}: matplotlib cannot write '.{fmt}' images; use one of "
+                        f"{', '.join('.' + f for f in sorted(formats))}")
+    check_output(path, "--png")
+    return path, fmt
+
+
+def draw_frontier(t: Tuning, path: Path) -> Path:
+    """Draw :func:`frontier_figure` to ``path`` (see :func:`frontier_path`); returns the path written."""
+    path, fmt = frontier_path(path)
+    fig = frontier_figure(t)
+    write_outputs([(path, lambda tmp: fig.savefig(tmp, dpi=110, format=fmt))])
+    return path
+
+
+def policy_text(policy_file: Path, t: Tuning, header: Sequence[str] = ()) -> str:
+    """``policy_file`` with ``t.policy``'s rule and routed costs replaced, checked to load as tuned."""
     import yaml
 
     from router.errors import PolicyFileError
-    from router.policy.loader import load_policies
+    from router.policy.loader import parse_policies
 
     raw = yaml.safe_load(Path(policy_file).read_text(encoding="utf-8"))
     entry = next(p for p in raw["policies"] if p.get("name") == t.policy)
@@ -719,20 +753,59 @@ def write_policy(policy_file: Path, t: Tuning, out: Path, header: Sequence[str] 
         if level.get("name") in t.costs:
             level["cost_tokens"] = float(t.costs[level["name"]])
     text = "".join(f"# {line}\n" for line in header) + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
     try:
-        loaded = load_policies(tmp).get(t.policy)
-        if loaded.rule != t.rule or any(loaded.level(n).cost_tokens != c for n, c in t.costs.items()):
-            raise TuneError(f"the written policy '{t.policy}' does not read back as tuned ({loaded.rule.describe()})")
+        loaded = parse_policies(yaml.safe_load(text), "the tuned policy file").get(t.policy)
     except PolicyFileError as exc:
-        tmp.unlink(missing_ok=True)
         raise TuneError(f"the tuned policy file would not load: {exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, out)
+    if loaded.rule != t.rule or any(loaded.level(n).cost_tokens != c for n, c in t.costs.items()):
+        raise TuneError(f"the written policy '{t.policy}' does not read back as tuned ({loaded.rule.describe()})")
+    return text
+
+
+def write_policy(policy_file: Path, t: Tuning, out: Path, header: Sequence[str] = ()) -> None:
+    """:func:`policy_text` written to ``out`` (see :func:`write_outputs`)."""
+    check_output(out, "--write-policy")
+    text = policy_text(policy_file, t, header)
+    write_outputs([(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))])
+
+
+def check_output(path: Path, flag: str) -> None:
+    """Refuse an output path that cannot be written, before any work is done: a directory or another
+    non-regular file (``os.replace`` would put a file in place of a device), or a parent that is not
+    a directory or not writable. Missing parent directories are made when writing."""
+    if path.is_dir():
+        raise TuneError(f"{flag} {path} is a directory; give a file name")
+    if path.exists() and not path.is_file():
+        raise TuneError(f"{flag} {path} is not a regular file")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise TuneError(f"{flag} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TuneError(f"{flag} {path}: directory {parent} is not writable")
+
+
+def write_outputs(outputs: Sequence[tuple[Path, Callable[[Path], object]]]) -> None:
+    """Write every ``(path, write)``: ``write(tmp)`` to a temporary file beside each path, then rename
+    them all into place. A failed write (``OSError`` or ``ValueError``: a full disk, an image format
+    that cannot be saved) raises :class:`TuneError` with no output written and no temporary file
+    left behind."""
+    staged: list[tuple[Path, Path]] = []
+    path = None
+    try:
+        for path, write in outputs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staged.append((path.with_name(f".{path.name}.tmp"), path))
+            write(staged[-1][0])
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except (OSError, ValueError) as exc:
+        raise TuneError(f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    finally:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------- command line
@@ -801,6 +874,9 @@ def main(argv: list[str] | None = None, *, predictor: Predictor | None = None) -
 
     try:
         objective = _objective(args)
+        png = frontier_path(args.png) if args.png is not None else None
+        if args.write_policy is not None:
+            check_output(args.write_policy, "--write-policy")
         rows, read_notes = read_rows(args.results)
         policy_file = args.policy_file or _settings().policy_file
         from router.policy.loader import load_policies
@@ -824,16 +900,20 @@ def main(argv: list[str] | None = None, *, predictor: Predictor | None = None) -
         result.notes[:0] = read_notes
         sources = [str(p) for p in args.results]
         report = render(result, sources, str(policy_file))
+        outputs: list[tuple[Path, Callable[[Path], object]]] = []
         written = []
         if args.write_policy is not None:
             header = [f"Tuned by `{PROG}` from {', '.join(sources)} (policy '{result.policy}': "
                       f"{result.rule.describe()}; cost_tokens = {result.fit_split} mean completion tokens).",
                       f"Objective: {result.objective.describe()}."] + [s.claim.text for s in result.splits]
-            write_policy(Path(policy_file), result, args.write_policy, header)
+            text = policy_text(Path(policy_file), result, header)
+            outputs.append((args.write_policy, lambda tmp: tmp.write_text(text, encoding="utf-8")))
             written.append(f"wrote policy file {args.write_policy}")
-        if args.png is not None:
-            draw_frontier(result, args.png)
-            written.append(f"wrote frontier {args.png}")
+        if png is not None:
+            fig, fmt = frontier_figure(result), png[1]
+            outputs.append((png[0], lambda tmp: fig.savefig(tmp, dpi=110, format=fmt)))
+            written.append(f"wrote frontier {png[0]}")
+        write_outputs(outputs)  # both or neither
     except (TuneError, RouterError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2

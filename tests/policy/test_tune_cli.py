@@ -358,6 +358,76 @@ def test_real_classifier_on_generated_questions(tmp_path: Path, capsys: pytest.C
     assert [tuned.level(n).cost_tokens > 0 for n in levels] == [True] * len(levels)
 
 
+# ------------------------------------------------------------------------ bad output paths
+
+
+def test_write_policy_to_a_directory_is_refused_before_any_work(tmp_path: Path, files: tuple[Path, Path],
+                                                                capsys: pytest.CaptureFixture) -> None:
+    results, policy_file = files
+    target = tmp_path / "outdir"
+    target.mkdir()
+    fake = FakePredictor()
+    rc, out, err = run(["--results", str(results), "--policy-file", str(policy_file), "--write-policy", str(target)],
+                       capsys, fake.predictor())
+    assert rc == 2 and out == "" and f"--write-policy {target} is a directory" in err
+    assert fake.calls == [] and list(tmp_path.glob(".*.tmp")) == []
+
+
+@pytest.mark.parametrize(("flag", "name", "message"), [
+    ("--png", "f.xyz", "matplotlib cannot write '.xyz' images"),
+    ("--png", "a-file/f.png", "a-file is not a directory"),
+    ("--write-policy", "a-file/p.yaml", "a-file is not a directory"),
+    ("--write-policy", "fifo", "is not a regular file"),  # a rename would put a file in place of it
+])
+def test_bad_output_paths_are_refused_before_anything_is_written(tmp_path: Path, files: tuple[Path, Path],
+                                                                 capsys: pytest.CaptureFixture, flag: str, name: str,
+                                                                 message: str) -> None:
+    import os
+
+    results, policy_file = files
+    (tmp_path / "a-file").write_text("not a directory")
+    os.mkfifo(tmp_path / "fifo")
+    good = tmp_path / "good.yaml"
+    other = ["--png", str(tmp_path / "f.png")] if flag == "--write-policy" else ["--write-policy", str(good)]
+    fake = FakePredictor()
+    rc, out, err = run(["--results", str(results), "--policy-file", str(policy_file), flag, str(tmp_path / name),
+                        *other], capsys, fake.predictor())
+    assert rc == 2 and out == "" and err.startswith("router tune: ") and message in err
+    assert fake.calls == []  # refused before tuning
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "fifo", "policies.yaml", "results.jsonl"]
+    assert (tmp_path / "fifo").is_fifo()
+
+
+def test_a_failed_write_leaves_no_output_and_no_temporary_file(tmp_path: Path, files: tuple[Path, Path],
+                                                               capsys: pytest.CaptureFixture,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.figure import Figure
+
+    def full_disk(*args, **kwargs) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    results, policy_file = files
+    out_dir = tmp_path / "out"
+    rc, out, err = run(["--results", str(results), "--policy-file", str(policy_file), "--write-policy",
+                        str(out_dir / "good.yaml"), "--png", str(out_dir / "f.png")], capsys,
+                       FakePredictor().predictor())
+    assert rc == 2 and out == ""
+    assert err == f"router tune: cannot write {out_dir / 'f.png'}: No space left on device\n"
+    assert list(out_dir.iterdir()) == []  # the policy file was not written either: both or neither
+
+
+def test_png_without_a_suffix_says_the_file_it_wrote(tmp_path: Path, files: tuple[Path, Path],
+                                                     capsys: pytest.CaptureFixture) -> None:
+    results, policy_file = files
+    rc, out, err = run(["--results", str(results), "--policy-file", str(policy_file), "--png",
+                        str(tmp_path / "frontier")], capsys, FakePredictor().predictor())
+    assert rc == 0, err
+    written = tmp_path / "frontier.png"
+    assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (tmp_path / "frontier").exists()
+    assert out.endswith(f"\nwrote frontier {written}\n")
+
+
 # ---------------------------------------------------------------------------- bad input rows
 
 
