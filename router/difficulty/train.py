@@ -28,9 +28,12 @@ texts, batched and one by one) guards the result before anything is written.
 Training uses ``split == "train"`` only; metrics are reported on ``test`` (held-out questions of
 the training families) and ``unseen`` (families never trained on). The shipped model is exactly
 the evaluated one. Nothing is pickled: the ONNX file and a JSON card are the artifact, and the
-card's sha256 is checked by :class:`router.difficulty.scorer.DifficultyScorer`.
+card's sha256 is checked by :class:`router.difficulty.scorer.DifficultyScorer`. Both are written
+in a temporary directory inside ``--out-dir`` and renamed into place only once everything was
+written, the card after the model: a failed run leaves the previous model and card as they were.
 
-Exit status 0, or 2 with ``error: ...`` when the labels cannot be read or hold nothing to train on.
+Exit status 0, or 2 with ``error: ...`` when the labels cannot be read or hold nothing to train on,
+or the output directory cannot be written.
 """
 
 from __future__ import annotations
@@ -38,8 +41,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -669,7 +675,14 @@ def write_readme(card: dict[str, Any], path: Path) -> None:
 
 
 def train(labels_path: Path = LABELS, out_dir: Path = ARTIFACTS, seed: int = 0, **params: Any) -> dict[str, Any]:
-    """Fit on the train split, export, verify parity, measure latency; write ONNX, card and README."""
+    """Fit on the train split, export, verify parity, measure latency; write ONNX, card and README.
+
+    The three files are written in a temporary directory inside ``out_dir`` (latency is measured
+    there, through the serving path) and renamed into place only when all of them were written,
+    the card after the model it describes. :class:`TrainError` for labels with nothing to train on
+    or an ``out_dir`` that cannot be written; then ``out_dir`` is left as it was.
+    """
+    check_out_dir(out_dir)
     labels = load_labels(labels_path)
     report_left_out(labels, labels_path)
     tr = labels.select("train")
@@ -684,8 +697,27 @@ def train(labels_path: Path = LABELS, out_dir: Path = ARTIFACTS, seed: int = 0, 
     max_err = parity(model, onnx_session(onx), probe)
     if not max_err <= PARITY_TOLERANCE:
         raise SystemExit(f"ONNX differs from scikit-learn by {max_err:.2e} (> {PARITY_TOLERANCE}); nothing written")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path = out_dir / MODEL_FILE
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".train-", dir=out_dir))
+    except OSError as exc:
+        raise TrainError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
+    try:
+        card = _write_artifacts(staging, model, onx, labels, labels_path, max_err, len(probe))
+        check_out_dir(out_dir)  # again: it may have changed while training
+        for name in (MODEL_FILE, CARD_FILE, README_FILE):  # the card after the model it describes
+            os.replace(staging / name, out_dir / name)
+    except OSError as exc:
+        raise TrainError(f"cannot write the classifier to {out_dir}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return card
+
+
+def _write_artifacts(staging: Path, model: DifficultyModel, onx: onnx.ModelProto, labels: Labels, labels_path: Path,
+                     max_err: float, probed: int) -> dict[str, Any]:
+    """ONNX file, card and README in ``staging``; the latency is measured on the files there."""
+    onnx_path = staging / MODEL_FILE
     onnx_path.write_bytes(onx.SerializeToString())
 
     card: dict[str, Any] = {
@@ -715,14 +747,14 @@ def train(labels_path: Path = LABELS, out_dir: Path = ARTIFACTS, seed: int = 0, 
         },
         "data": data_summary(labels, labels_path),
         "metrics": evaluate(model, labels),
-        "parity": {"max_abs_error": float(f"{max_err:.3g}"), "texts": len(probe), "tolerance": PARITY_TOLERANCE},
+        "parity": {"max_abs_error": float(f"{max_err:.3g}"), "texts": probed, "tolerance": PARITY_TOLERANCE},
         "latency": {},
         "versions": _versions(),
     }
-    card_path = out_dir / CARD_FILE
+    card_path = staging / CARD_FILE
     card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
-    scorer = DifficultyScorer(out_dir)  # the serving path, sha256 check included
+    scorer = DifficultyScorer(staging)  # the serving path, sha256 check included
     latency = measure_latency(scorer, labels.texts)
     sk = []
     for t in labels.texts[:50]:
@@ -734,8 +766,24 @@ def train(labels_path: Path = LABELS, out_dir: Path = ARTIFACTS, seed: int = 0, 
     latency["load_average_1min"] = round(_load_average(), 2)  # other work on the box slows the numbers
     card["latency"] = latency
     card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_readme(card, out_dir / README_FILE)
+    write_readme(card, staging / README_FILE)
     return card
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse an output directory the artifacts cannot be written to: not a directory, not writable,
+    or one of the artifact names taken by something that is not a file (a rename onto a directory
+    fails, and would fail after the model was already replaced)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TrainError(f"--out-dir {out_dir} is not a directory")
+    for name in (MODEL_FILE, CARD_FILE, README_FILE):
+        if (out_dir / name).exists() and not (out_dir / name).is_file():
+            raise TrainError(f"{out_dir / name} is not a regular file: move it away, or give another --out-dir")
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise TrainError(f"--out-dir {out_dir}: {existing} is not a writable directory")
 
 
 def report_left_out(labels: Labels, path: Path, shown: int = 3) -> None:
@@ -751,14 +799,10 @@ def report_left_out(labels: Labels, path: Path, shown: int = 3) -> None:
 
 
 def _cpu_count() -> int:
-    import os
-
     return os.cpu_count() or 1
 
 
 def _load_average() -> float:
-    import os
-
     try:
         return os.getloadavg()[0]
     except OSError:

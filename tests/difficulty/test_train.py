@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router.difficulty.scorer import CARD_FILE
+from router.difficulty.scorer import CARD_FILE, MODEL_FILE
 from router.difficulty.train import (
     EDGE_TEXTS,
     PARITY_TOLERANCE,
@@ -143,7 +143,7 @@ def test_export_is_byte_identical_across_processes(synthetic_path: Path) -> None
     assert len(shas) == 1 and len(shas.pop()) == 64
 
 
-# ---------------------------------------------------------------------------------- bad labels
+# ------------------------------------------------------------------ bad labels, safe writes
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +212,40 @@ def test_train_says_what_it_left_out(small_path: Path, tmp_path: Path, capsys: p
     card = json.loads((out_dir / CARD_FILE).read_text())
     assert card["output"]["levels"] == list(LEVELS)
     assert (card["data"]["lines_skipped"], card["data"]["policy_rows_left_out"]) == (1, 4)
+
+
+def old_pair(out_dir: Path) -> dict[str, bytes]:
+    out_dir.mkdir()
+    (out_dir / MODEL_FILE).write_bytes(b"the previous model")
+    (out_dir / CARD_FILE).write_text('{"sha256": "of the previous model"}')
+    return {p.name: p.read_bytes() for p in out_dir.iterdir()}
+
+
+def test_a_failed_write_leaves_the_previous_model_and_card(small_path: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import router.difficulty.train as train_module
+
+    def full_disk(card: dict, path: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train_module, "write_readme", full_disk)  # the last file written
+    out_dir = tmp_path / "artifacts"
+    before = old_pair(out_dir)
+    rc, out, err = train_cli(["--labels", str(small_path), "--out-dir", str(out_dir)], capsys)
+    assert rc == 2 and out == ""
+    assert err.endswith(f"error: cannot write the classifier to {out_dir}: No space left on device\n")
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before  # no new model, no temporary directory
+
+
+def test_an_artifact_name_taken_by_a_directory_is_refused_before_training(small_path: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    out_dir = tmp_path / "artifacts"
+    old_pair(out_dir)
+    (out_dir / CARD_FILE).unlink()
+    (out_dir / CARD_FILE).mkdir()  # the model could be replaced, its card could not
+    rc, out, err = train_cli(["--labels", str(small_path), "--out-dir", str(out_dir)], capsys)
+    assert rc == 2 and out == ""
+    assert err == f"error: {out_dir / CARD_FILE} is not a regular file: move it away, or give another --out-dir\n"
+    assert (out_dir / MODEL_FILE).read_bytes() == b"the previous model"
+    assert sorted(p.name for p in out_dir.iterdir()) == [CARD_FILE, MODEL_FILE]
