@@ -17,8 +17,9 @@ Specs (``router eval --dataset SPEC``, repeatable):
     One question per line: ``question`` and ``answer`` required; optional ``id`` (else
     ``jsonl:STEM:LINE``), ``family``, ``kind`` (an answer kind of
     :func:`router.verifiers.answers.extract_answer`), ``choices`` and ``checker`` (a name in
-    :data:`CHECKERS`; default ``number`` when the answer is a number, else ``exact``). A line
-    that is not such an object is reported as ``PATH:LINE: problem`` and never run.
+    :data:`CHECKERS`; default ``number`` when the answer is a number, else ``exact``). The file
+    is UTF-8 (a byte order mark is allowed); a line that is not such an object (not UTF-8, not
+    JSON, a number that is not finite) is reported as ``PATH:LINE: problem`` and never run.
 
 A checker takes the model's response and returns (extracted answer, correct?). It may raise: the
 caller reports that and leaves the question out of every count.
@@ -26,9 +27,12 @@ caller reports that and leaves the question out of every count.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
 import json
+import math
+import stat
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -273,19 +277,30 @@ def _rg_grader(dataset: Any, entry: dict[str, Any], q: Question) -> Callable[[st
 
 
 def load_jsonl(path: Path, n: int | None = None) -> Loaded:
-    """The valid lines of ``path`` (at most ``n`` of them); every other non-blank line is a bad line."""
+    """The valid lines of ``path`` (at most ``n`` of them); every other non-blank line is a bad line.
+
+    Lines end at a newline (``\\n``, optionally after ``\\r``) and are decoded one by one, so one bad
+    byte costs its own line only."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"jsonl:{path}: cannot read: {exc}") from None
+        if not stat.S_ISREG(path.stat().st_mode):  # a directory, device or pipe is never read
+            raise SpecError(f"jsonl:{path}: not a regular file")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"jsonl:{path}: cannot read: {exc.strerror or exc}") from None
+    data = data.removeprefix(codecs.BOM_UTF8)
     loaded = Loaded()
     ids: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(data.split(b"\n"), 1):
         if n is not None and len(loaded.items) >= n:
             break
-        if not line.strip():
+        if not raw.strip():
             continue
         where = f"{path}:{number}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            loaded.bad_lines.append(f"{where}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
+            continue
         try:
             item = parse_line(line, path, number)
         except ValueError as exc:
@@ -307,6 +322,8 @@ def _text_field(row: dict[str, Any], key: str, required: bool) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"'{key}' must be a string{' or a number' if key == 'answer' else ''}, "
                          f"got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity, 1e999: no answer to expect
+        raise ValueError(f"'{key}' must be a finite number, got {value}")
     text = str(value).strip()
     if required and not text:
         raise ValueError(f"'{key}' is empty")
@@ -328,7 +345,10 @@ def parse_line(line: str, path: Path, number: int) -> EvalItem:
     if kind and kind not in ANSWER_KINDS:
         raise ValueError(f"unknown kind '{kind}'; known: {', '.join(ANSWER_KINDS)}")
     choices = row.get("choices") or []
-    if not isinstance(choices, list) or not all(isinstance(c, str | int | float) for c in choices):
+    if not isinstance(choices, list) or not all(
+        isinstance(c, str) or (isinstance(c, int | float) and math.isfinite(c))
+        for c in choices
+    ):
         raise ValueError("'choices' must be a list of strings")
     choices = tuple(str(c) for c in choices)
     numeric = canonical_number(answer) is not None

@@ -319,3 +319,20 @@ def test_target_mode_writes_the_rows_in_process_mode_writes(
     assert eval_cli.main(["--dataset", "gen:successor", "--n", "1", "--levels", "no_level", "--target", server,
                           "--out", str(tmp_path / "x.jsonl")]) == 2
     assert "unknown level 'no_level'" in capsys.readouterr().err
+
+
+def test_jsonl_rejects_non_finite_numbers_and_bad_bytes_line_by_line_and_reads_a_bom(tmp_path: Path) -> None:
+    path = tmp_path / "q.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b"\n".join([
+        b'{"id": "first", "question": "What is 1 + 1?", "answer": 2}',
+        b'{"question": "q2", "answer": NaN}',
+        b'{"question": "q3", "answer": Infinity}',
+        b'{"question": "q4", "answer": 1e999}',
+        b'{"question": "caf\xe9?", "answer": "x"}',
+        b'{"question": "q6", "answer": 1, "choices": [1, -Infinity]}',
+        b'{"id": "last", "question": "What is 2 + 2?", "answer": 4}',
+    ]) + b"\n")
+    loaded = load([f"jsonl:{path}"])
+    assert [i.question.id for i in loaded.items] == ["first", "last"]
+    assert [p.split(": ", 1)[0] for p in loaded.bad_lines] == [f"{path}:{n}" for n in (2, 3, 4, 5, 6)]
+    assert "'answer' must be a finite number" in loaded.bad_lines[0] and "not UTF-8 (byte 0xe9" in loaded.bad_lines[3]
