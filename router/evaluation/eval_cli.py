@@ -40,7 +40,7 @@ from typing import Any, TextIO
 
 from router.evaluation.runner import LevelResult, ProgressLine, read_done, repair_tail
 from router.evaluation.sources import CHECKERS, EvalItem, SpecError, load
-from router.evaluation.targets import Answered, Target
+from router.evaluation.targets import Answered, LevelError, Target
 from router.policy.tuning import POLICY_ROW_PREFIX
 
 
@@ -161,6 +161,8 @@ def _one(item: EvalItem, target: Target, label: str, level: str, policy: str, re
     q = item.question
     try:
         answered = target.answer(q.text, policy=policy, level=level)
+    except LevelError as exc:
+        raise EvalError(f"{exc}. No question can run at it: fix the policy file (rows so far are in {out})") from None
     except Exception as exc:
         if _fatal_rpc(exc):
             raise EvalError(f"{target.name}: {exc.code().name}: {exc.details()}; rows so far are in {out}, "  # type: ignore[attr-defined]

@@ -39,6 +39,13 @@ class Answered:
     reason: str = ""
 
 
+class LevelError(Exception):
+    """A level that cannot run any question as configured (a bad option, an unknown verifier)."""
+
+
+CONFIG_FIELDS = ("strategy", "verifier")  # InvalidArgumentError fields (besides options.*) that a level sets
+
+
 class Target(Protocol):
     """Answers a question at a forced ``level`` of ``policy``'s ladder, or as ``policy`` decides (level "")."""
 
@@ -48,7 +55,8 @@ class Target(Protocol):
         """The policy's name ("" is the default one); ValueError names what is unknown or missing, before any
         work (``route``: the policy's own choice will run too)."""
 
-    def answer(self, text: str, *, policy: str, level: str) -> Answered: ...
+    def answer(self, text: str, *, policy: str, level: str) -> Answered:
+        """The answer; LevelError when the level cannot run as configured."""
 
 
 def _predicted(values: dict[str, float]) -> dict[str, float]:
@@ -105,11 +113,28 @@ class InProcess:
         return self.decider().decide(text, hints).plan
 
     def answer(self, text: str, *, policy: str, level: str) -> Answered:
+        from router.errors import InvalidArgumentError
         from router.evaluation.runner import run_plan
 
         plan = self.plan(text, policy, level)
-        outcome, latency_ms = run_plan(self.engine, plan, text)
+        try:
+            outcome, latency_ms = run_plan(self.engine, plan, text)
+        except InvalidArgumentError as exc:
+            if exc.field.startswith("options.") or exc.field in CONFIG_FIELDS:
+                raise LevelError(_level_problem(plan, exc)) from exc
+            raise
+        except (ValueError, TypeError) as exc:  # a strategy reading an option it cannot use
+            raise LevelError(_level_problem(plan, exc)) from exc
         return _from_outcome(plan, outcome, latency_ms)
+
+
+def _level_problem(plan: Plan, exc: Exception) -> str:
+    """Which level failed and, where the error quotes one of its option values, which option."""
+    message = str(exc)
+    suspects = [f"'{k}: {v}'" for k, v in plan.options.items() if repr(v) in message or repr(str(v)) in message]
+    named = f"option {suspects[0]}" if len(suspects) == 1 else f"options {dict(plan.options)}"
+    return (f"level '{plan.level}' (strategy {plan.strategy}) of policy '{plan.policy}' cannot run with its "
+            f"{named}: {type(exc).__name__}: {message}")
 
 
 def _from_outcome(plan: Plan, outcome: Outcome, latency_ms: float) -> Answered:

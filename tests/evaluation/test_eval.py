@@ -6,6 +6,7 @@ deterministic fake responses and the runs test what is written, skipped and coun
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from router.evaluation.datasets import REASONING_GYM, generated, reasoning_gym
 from router.evaluation.runner import repair_tail
 from router.evaluation.sources import CHECKERS, SpecError, load, rg_config
 from router.evaluation.targets import Answered, InProcess
+from router.policy.ladder import PolicySet
 from router.policy.loader import load_policies
 
 POLICIES = """\
@@ -336,3 +338,16 @@ def test_jsonl_rejects_non_finite_numbers_and_bad_bytes_line_by_line_and_reads_a
     assert [i.question.id for i in loaded.items] == ["first", "last"]
     assert [p.split(": ", 1)[0] for p in loaded.bad_lines] == [f"{path}:{n}" for n in (2, 3, 4, 5, 6)]
     assert "'answer' must be a finite number" in loaded.bad_lines[0] and "not UTF-8 (byte 0xe9" in loaded.bad_lines[3]
+
+
+def test_a_level_that_cannot_run_with_its_options_stops_the_run_naming_it(
+    tmp_path: Path, tiny: Engine, policy_file: Path
+) -> None:
+    fixed = load_policies(policy_file).get("fixed")
+    levels = tuple(dataclasses.replace(lv, options=(("wave", "banana"),)) if lv.name == "self_consistency" else lv
+                   for lv in fixed.levels)
+    target = InProcess(tiny, PolicySet([dataclasses.replace(fixed, levels=levels)], "fixed"))
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(eval_cli.EvalError, match="level 'self_consistency' .* option 'wave: banana'"):
+        eval_cli.run_eval(load(["gen:addition"], n=1).items, target, [("self_consistency", "self_consistency")], out,
+                          policy="fixed")
