@@ -16,9 +16,11 @@ In process (default) the configured model runs here with the policy file's plans
 default the configured one); with ``--target host:port`` a running server answers through the
 client and its own policies apply.
 
-Resumable: rows already in ``--out`` for a (question id, level) are skipped, a torn last line
-from a killed run is cut, and a question whose text changed since its rows were written stops the
-run (use a new ``--out``). Nothing is counted silently: a bad dataset line is reported as
+Resumable: rows already in ``--out`` for a (question id, level) are skipped and a torn last line
+from a killed run is cut. A file with a line that is not a result row (another file, an edit:
+the lines are named), one that is a ``jsonl:`` dataset, or rows of a question whose text changed
+since they were written is not resumed: exit 2, nothing changed (use a new ``--out``). ``--out`` is
+checked before the model loads. Nothing is counted silently: a bad dataset line is reported as
 ``PATH:LINE: problem`` and skipped; a checker that raises, or a run the server refuses, is reported
 with its line (or dataset position), written to ``<out stem>.errors.jsonl`` (the latest run's
 errors) instead of the results, left out of every count and retried by the next run. Exit status:
@@ -30,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import statistics
 import sys
 from collections import Counter
@@ -38,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from router.evaluation.runner import LevelResult, ProgressLine, read_done, repair_tail
+from router.evaluation.runner import LevelResult, ProgressLine, ResultsScan, fix_tail, row_problem, scan_results
 from router.evaluation.sources import CHECKERS, EvalItem, SpecError, load
 from router.evaluation.targets import Answered, LevelError, Target
 from router.policy.tuning import POLICY_ROW_PREFIX
@@ -74,6 +78,75 @@ class Report:
 
 def errors_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.errors.jsonl")
+
+
+# ------------------------------------------------------------------------------------ the output file
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        info = out.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        parent = next(p for p in out.parents if p.exists() or p.is_symlink())
+        if not parent.is_dir():
+            raise EvalError(f"--out {out}: {parent} is a file, not a directory") from None
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise EvalError(f"--out {out}: cannot create it, {parent} is not writable") from None
+        return
+    except OSError as exc:
+        raise EvalError(f"--out {out}: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise EvalError(f"--out {out} is a directory; give a file, e.g. {out / 'results.jsonl'}")
+    if not stat.S_ISREG(info.st_mode):
+        raise EvalError(f"--out {out} is not a regular file (a device, pipe or socket); give a results file")
+    if not os.access(out, os.R_OK | os.W_OK):
+        raise EvalError(f"--out {out}: not readable and writable")
+
+
+def _lines(bad: list[tuple[int, str]]) -> str:
+    shown = "; ".join(f"line {n}: {why}" for n, why in bad[:5])
+    return shown + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+
+
+def _error_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict) or entry.get("stage") not in ("run", "check"):
+        return "not an error entry of router eval"
+    return None
+
+
+def check_out(out: Path, datasets: Sequence[Path] = ()) -> ResultsScan:
+    """What ``out`` holds, after refusing (EvalError, nothing changed) an ``out`` that cannot be written,
+    is a dataset file, is not a regular file, or has a line that is not a result row; the same goes
+    for its errors file (:func:`errors_path`), which a run replaces."""
+    for dataset in datasets:
+        for path in (out, errors_path(out)):
+            if _same_file(path, dataset):
+                raise EvalError(f"--out {out}: {path} is the dataset jsonl:{dataset}; results would be written into "
+                                "your questions. Choose another --out")
+    _check_writable(out)
+    errors = errors_path(out)
+    try:
+        scan = scan_results(out, row_problem)
+        old_errors = scan_results(errors, _error_problem)
+    except ValueError as exc:  # not a regular file
+        raise EvalError(f"--out {out}: {exc}") from None
+    except OSError as exc:
+        raise EvalError(f"--out {out}: cannot read {exc.filename}: {exc.strerror}") from None
+    if scan.bad:
+        raise EvalError(f"{out}: {len(scan.bad)} line(s) are not result rows ({_lines(scan.bad)}): it is not a "
+                        "results file of router eval, or it was edited. Nothing was changed: fix or remove those "
+                        "lines, or write to a new --out")
+    if old_errors.bad:
+        raise EvalError(f"{errors} (where the errors of --out {out} go) is not an errors file of router eval "
+                        f"({_lines(old_errors.bad)}). Nothing was changed: move it, or choose another --out")
+    return scan
 
 
 def runs_for(levels: Sequence[str], route_policy: str | None) -> list[tuple[str, str]]:
@@ -119,17 +192,20 @@ def run_eval(
 ) -> Report:
     """Answer every (item, run) not yet in ``out``; append rows, record errors apart, and report."""
     report = Report(total=len(items) * len(runs))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if repair_tail(out) == "cut":
-        log.write(f"{out}: cut a torn last line (a run killed mid-write); that row will run again\n")
-    errors_path(out).unlink(missing_ok=True)  # every pair without a row is retried: old errors are superseded
-    done = read_done(out)
+    scan = check_out(out)
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    for _, row in scan.rows:
+        done.setdefault((row["id"], row["level"]), row)
     changed = [item for item in items for label, _ in runs
                if (row := done.get((item.question.id, label))) and row.get("question") != item.question.text]
     if changed:
         first = changed[0]
         raise EvalError(f"{out} has rows for {len({i.question.id for i in changed})} question id(s) whose text is not "
                         f"the dataset's now (first: '{first.question.id}' at {first.where}); write to a new --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fix_tail(out, scan) == "cut":
+        log.write(f"{out}: cut a torn last line (a run killed mid-write); that row will run again\n")
+    errors_path(out).unlink(missing_ok=True)  # every pair without a row is retried: old errors are superseded
     todo = []
     for item in items:
         for label, level in runs:
@@ -215,7 +291,7 @@ def summarize(report: Report, labels: Sequence[str]) -> str:
             lines.append(f"{label:24s} {0:5d} {'-':>8s}")
             continue
         n = len(rows)
-        acc = sum(bool(r["correct"]) for r in rows) / n
+        acc = sum(r["correct"] is True for r in rows) / n
         tokens = sum(r["completion_tokens"] for r in rows) / n
         samples = sum(r["samples"] for r in rows) / n
         p50 = statistics.median(r["latency_ms"] for r in rows)
@@ -293,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         loaded = load(args.dataset, args.n, args.seed)
-    except SpecError as exc:
+        check_out(args.out, [Path(spec[len("jsonl:"):]) for spec in args.dataset if spec.startswith("jsonl:")])
+    except (SpecError, EvalError) as exc:
         print(f"router eval: {exc}", file=sys.stderr)
         return 2
     for problem in loaded.bad_lines:
@@ -324,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         report = run_eval(loaded.items, target, runs, args.out, policy=policy, on_row=progress)
     except (EvalError, RouterError) as exc:
         print(f"router eval: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # --out was checked, but a disk can fill or a directory change under a run
+        print(f"router eval: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\nrouter eval: interrupted; rows so far are in {args.out}, rerun the same command to resume",

@@ -8,13 +8,15 @@ reproducible from the file alone. ``router eval`` (:mod:`router.evaluation.eval_
 same rows, with the decision filled in, from this process or from a server.
 
 Resumable: rows already in the output file (same question id and level) are skipped, so an
-interrupted run picks up where it stopped; a torn last line is cut first (:func:`repair_tail`).
-Rows are flushed one by one.
+interrupted run picks up where it stopped; a torn last line is cut first (:func:`repair_tail`),
+and only when the rest of the file is rows (:func:`scan_results`). Rows are flushed one by one.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -63,50 +65,140 @@ class LevelResult:
         return json.dumps(asdict(self), ensure_ascii=False)
 
 
-def repair_tail(path: Path) -> str:
-    """Make ``path`` end on a whole line before rows are appended to it.
+ROW_START = b'{"id": '  # how every row (LevelResult.to_json) begins
+_COUNTS = ("prompt_tokens", "completion_tokens", "samples", "model_calls")
+
+
+def key_problem(row: Any) -> str | None:
+    """Why ``row`` is not a row at all (no id and level), or None."""
+    if not isinstance(row, dict):
+        return f"expected a JSON object, got {type(row).__name__}"
+    for key in ("id", "level"):
+        if not isinstance(row.get(key), str) or not row[key]:
+            return f"'{key}' must be a non-empty string"
+    return None
+
+
+def row_problem(row: Any) -> str | None:
+    """Why ``row`` is not a result row that can be counted (what summaries and resume read), or None."""
+    if (problem := key_problem(row)) is not None:
+        return problem
+    if not isinstance(row.get("question"), str):
+        return "'question' must be a string"
+    if not isinstance(row.get("correct"), bool):
+        return f"'correct' must be true or false, got {row.get('correct')!r}"
+    for key in _COUNTS:
+        value = row.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"'{key}' must be a whole number >= 0, got {value!r}"
+    latency = row.get("latency_ms")
+    if isinstance(latency, bool) or not isinstance(latency, int | float) or not math.isfinite(latency) or latency < 0:
+        return f"'latency_ms' must be a finite number >= 0, got {latency!r}"
+    for key in ("decision_level", "policy"):
+        if key in row and not isinstance(row[key], str):
+            return f"'{key}' must be a string, got {row[key]!r}"
+    return None
+
+
+@dataclass
+class ResultsScan:
+    """What a results file holds, line by line (line numbers count from 1)."""
+
+    rows: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    bad: list[tuple[int, str]] = field(default_factory=list)  # lines that are not rows, with why
+    torn_at: int | None = None  # byte offset of a torn last line that may be cut there
+    needs_newline: bool = False  # the last line is whole and only lacks its newline
+    bad_tail: bool = False  # the last line lacks its newline and is a bad line, not a torn row: never cut
+
+
+def _parse(raw: bytes, problem: Callable[[Any], str | None]) -> tuple[dict[str, Any] | None, str, bool]:
+    """(row or None, why not, whether the line is whole JSON at all)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})", False
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"not JSON ({exc.msg} at column {exc.colno})", False
+    why = problem(row)
+    return (row, "", True) if why is None else (None, why, True)
+
+
+def scan_results(path: Path, problem: Callable[[Any], str | None] = key_problem) -> ResultsScan:
+    """Read ``path`` line by line: the rows, the lines that are not rows (``problem`` says why), and
+    whether its last line is a torn row that :func:`fix_tail` may cut.
+
+    A missing file is empty. A file that is not a regular file (a directory, a device, a pipe) is
+    never read: ValueError. The last line, when it lacks its newline and is not even JSON, counts
+    as a torn row only when every earlier line is a row and the file is one of results: it begins
+    with a row, or the fragment begins the way rows do. Anything else is a bad line.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return ResultsScan()
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{path} is {'a directory' if stat.S_ISDIR(info.st_mode) else 'not a regular file'}")
+    data = path.read_bytes()
+    scan = ResultsScan()
+    *lines, last = data.split(b"\n")  # last is b"" when the file ends on a newline
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        row, why, _ = _parse(raw, problem)
+        if row is None:
+            scan.bad.append((number, why))
+        else:
+            scan.rows.append((number, row))
+    if not last.strip():
+        scan.needs_newline = bool(last)
+        return scan
+    number = len(lines) + 1
+    row, why, whole = _parse(last, problem)
+    if row is not None:
+        scan.rows.append((number, row))
+        scan.needs_newline = True
+    elif not whole and not scan.bad and (scan.rows or last.startswith(ROW_START) or ROW_START.startswith(last)):
+        scan.torn_at = len(data) - len(last)
+    else:
+        scan.bad.append((number, f"{why}; no newline at the end"))
+        scan.bad_tail = True
+    return scan
+
+
+def fix_tail(path: Path, scan: ResultsScan) -> str:
+    """Make ``path`` end on a whole line before rows are appended to it, as ``scan`` (of ``path``) found it.
 
     A run killed mid-write can leave a torn last line; appending to it would glue the next row
-    onto the fragment and lose both. A fragment that is not a JSON object is cut off; a complete
-    row that only lacks its newline gets one. Returns what was done: "", "cut" or "newline".
+    onto the fragment and lose both. Returns what was done: "", "cut" or "newline".
     """
-    if not path.exists() or path.stat().st_size == 0:
-        return ""
-    with path.open("rb+") as f:
-        f.seek(-1, 2)
-        if f.read(1) == b"\n":
-            return ""
-        end = f.seek(0, 2)
-        start, tail = end, b""
-        while start > 0 and b"\n" not in tail:
-            step = min(65536, start)
-            start -= step
-            f.seek(start)
-            tail = f.read(step) + tail
-        cut = start + tail.rfind(b"\n") + 1  # rfind -1 (no newline at all) -> cut at 0
-        try:
-            whole = isinstance(json.loads(tail[cut - start:]), dict)
-        except ValueError:
-            whole = False
-        if whole:
-            f.write(b"\n")
-            return "newline"
-        f.truncate(cut)
+    if scan.torn_at is not None:
+        with path.open("rb+") as f:
+            f.truncate(scan.torn_at)
         return "cut"
+    if scan.needs_newline:
+        with path.open("ab") as f:
+            f.write(b"\n")
+        return "newline"
+    return ""
+
+
+def repair_tail(path: Path) -> str:
+    """:func:`fix_tail` after :func:`scan_results`; ValueError, with nothing changed, when the last line
+    lacks its newline and is not a torn row of a results file (``path`` is not a results file)."""
+    scan = scan_results(path)
+    if scan.bad_tail:
+        number, why = scan.bad[-1]
+        raise ValueError(f"{path}:{number}: {why}: not a results file, nothing was cut")
+    return fix_tail(path, scan)
 
 
 def read_done(out: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """Rows already in ``out`` by (id, level); lines that are not rows (a torn tail) are ignored."""
+    """Rows already in ``out`` by (id, level), the first of each; lines that are not rows are ignored."""
     done: dict[tuple[str, str], dict[str, Any]] = {}
-    if not out.exists():
-        return done
-    with out.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-                done.setdefault((row["id"], row["level"]), row)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
+    for _, row in scan_results(out).rows:
+        done.setdefault((row["id"], row["level"]), row)
     return done
 
 

@@ -7,9 +7,11 @@ deterministic fake responses and the runs test what is written, skipped and coun
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import reasoning_gym as rg
@@ -351,3 +353,95 @@ def test_a_level_that_cannot_run_with_its_options_stops_the_run_naming_it(
     with pytest.raises(eval_cli.EvalError, match="level 'self_consistency' .* option 'wave: banana'"):
         eval_cli.run_eval(load(["gen:addition"], n=1).items, target, [("self_consistency", "self_consistency")], out,
                           policy="fixed")
+
+
+# ------------------------------------------------------------------------------------ robustness
+
+
+def in_process_argv(dataset: str, out: Path, tiny_dir: Path, policy_file: Path, *extra: str) -> list[str]:
+    return ["--dataset", dataset, "--n", "2", "--levels", "single", "--policy-file", str(policy_file),
+            "--model-dir", str(tiny_dir), "--out", str(out), "--quiet", *extra]
+
+
+def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the model fails the test: what is checked must be checked before it."""
+    def load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("router.config.Settings.load_engine", load)
+
+
+def two_rows(tmp_path: Path) -> tuple[list[Any], bytes]:
+    """Items of a two-question dataset and the bytes of a results file with both their rows."""
+    path = write_jsonl(tmp_path / "two.jsonl", [{"id": "a", "question": "1 + 1?", "answer": 2},
+                                                {"id": "b", "question": "2 + 2?", "answer": 4}])
+    items = load([f"jsonl:{path}"]).items
+    out = tmp_path / "made.jsonl"
+    eval_cli.run_eval(items, Scripted("4"), [("single", "single")], out)
+    return items, out.read_bytes()
+
+
+def test_a_file_that_is_not_results_is_refused_untouched_and_only_a_torn_row_is_cut(tmp_path: Path) -> None:
+    items, made = two_rows(tmp_path)
+    first, second = made.splitlines(keepends=True)
+    wrong = second.replace(b'"correct": true', b'"correct": "false"')
+    cases = {  # contents -> the line reported
+        b"my notes\nlast line without newline": 1,  # a torn tail is cut only from a results file
+        b"hello": 1,
+        first + b"GARBAGE{{{\n" + second: 2,  # a corrupt line in the middle
+        first + b'{"foo": 1}\n': 2,  # an object that is not a row, at the end
+        first + b'{"foo": 1}': 2,  # ... without its newline: whole JSON, not a torn row
+        first + b"\xff\xfe not utf-8\n" + second: 2,
+        first + wrong: 2,  # a row whose fields do not hold what rows hold
+        first + second.replace(b'"completion_tokens": 3', b'"completion_tokens": -3'): 2,
+    }
+    for i, (contents, line) in enumerate(cases.items()):
+        out = tmp_path / f"case{i}.jsonl"
+        out.write_bytes(contents)
+        target = Scripted("4")
+        with pytest.raises(eval_cli.EvalError, match=f"line {line}: .*Nothing was changed"):
+            eval_cli.run_eval(items, target, [("single", "single")], out)
+        assert out.read_bytes() == contents and target.calls == 0, contents
+    # a string "false" would have counted as correct
+    report = eval_cli.Report(total=1, rows=[json.loads(wrong)])
+    single = next(x for x in eval_cli.summarize(report, ["single"]).splitlines() if x.startswith("single"))
+    assert single.split()[2] == "0.000"
+    # what a killed run leaves is still repaired: a torn row, or a zero-filled tail after rows
+    for tail in (second[:30], b"\0" * 40):
+        out = tmp_path / "torn.jsonl"
+        out.write_bytes(first + tail)
+        again = eval_cli.run_eval(items, Scripted("4"), [("single", "single")], out, log=io.StringIO())
+        assert again.already_done == 1 and len(again.written) == 1 and len(rows(out)) == 2
+
+
+def test_out_that_is_a_dataset_or_not_a_writable_file_is_refused_before_the_model_loads(
+    tmp_path: Path, tiny_dir: Path, tiny: Engine, policy_file: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = write_jsonl(tmp_path / "q.jsonl", [{"question": "What is 6 * 7?", "answer": 42}])
+    errors_named = write_jsonl(tmp_path / "r.errors.jsonl", [{"question": "What is 6 * 7?", "answer": 42}])
+    (tmp_path / "file.jsonl").write_text("")
+    before = {p: p.read_bytes() for p in (data, errors_named)}
+    no_model(monkeypatch)
+    for spec, out, problem in [
+        (f"jsonl:{data}", data, "is the dataset"),
+        (f"jsonl:{errors_named}", tmp_path / "r.jsonl", "is the dataset"),  # its errors file would replace it
+        ("gen:addition", tmp_path, "is a directory"),
+        ("gen:addition", tmp_path / "file.jsonl" / "x.jsonl", "is a file, not a directory"),
+        ("gen:addition", Path("/dev/null"), "not a regular file"),
+    ]:
+        assert eval_cli.main(in_process_argv(spec, out, tiny_dir, policy_file)) == 2, out
+        assert problem in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_a_write_error_during_a_run_is_a_message_not_a_traceback(
+    tmp_path: Path, tiny_dir: Path, tiny: Engine, policy_file: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device", str(tmp_path / "out.jsonl"))
+
+    monkeypatch.setattr(eval_cli, "run_eval", full)
+    assert eval_cli.main(in_process_argv("gen:addition", tmp_path / "out.jsonl", tiny_dir, policy_file)) == 2
+    assert "No space left on device" in capsys.readouterr().err
