@@ -17,9 +17,11 @@ default the configured one); with ``--target host:port`` a running server answer
 client and its own policies apply.
 
 Resumable: rows already in ``--out`` for a (question id, level) are skipped and a torn last line
-from a killed run is cut. A file with a line that is not a result row (another file, an edit:
-the lines are named), one that is a ``jsonl:`` dataset, or rows of a question whose text changed
-since they were written is not resumed: exit 2, nothing changed (use a new ``--out``). ``--out`` is
+from a killed run is cut. Each row records the model, ``--max-new-tokens`` and the policy's version
+(a hash of its content); a file made with other ones, or whose rows do not record them (an older
+router eval), is not resumed, and neither is a file with a line that is not a result row (another
+file, an edit: the lines are named), one that is a ``jsonl:`` dataset, or a question whose text
+changed since its rows were written: exit 2, nothing changed (use a new ``--out``). ``--out`` is
 checked before the model loads. Nothing is counted silently: a bad dataset line is reported as
 ``PATH:LINE: problem`` and skipped; a checker that raises, or a run the server refuses, is reported
 with its line (or dataset position), written to ``<out stem>.errors.jsonl`` (the latest run's
@@ -37,7 +39,7 @@ import stat
 import statistics
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -81,6 +83,17 @@ def errors_path(out: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------ the output file
+
+# Row fields that change answers besides the question and level: a file holds one value of each.
+SETTINGS: dict[str, str] = {
+    "model": "the model (--model-dir, or the server's)",
+    "max_new_tokens": "--max-new-tokens",
+    "policy": "the policy (--policy; its version is a hash of its content in --policy-file)",
+}
+
+
+def _show(key: str, value: Any) -> str:
+    return "0 (each level's own)" if key == "max_new_tokens" and value == 0 else repr(value)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -149,6 +162,34 @@ def check_out(out: Path, datasets: Sequence[Path] = ()) -> ResultsScan:
     return scan
 
 
+def file_settings(out: Path, scan: ResultsScan) -> dict[str, Any] | None:
+    """The settings every row of ``out`` was made with (None: no rows); EvalError when rows do not record
+    them or do not agree."""
+    if not scan.rows:
+        return None
+    unknown = [(n, [k for k in SETTINGS if k not in row]) for n, row in scan.rows if not SETTINGS.keys() <= row.keys()]
+    if unknown:
+        n, keys = unknown[0]
+        raise EvalError(f"{out}: {len(unknown)} row(s) (first on line {n}) do not record {', '.join(keys)} they were "
+                        "made with (an older router eval wrote them), so resuming could mix models or settings in "
+                        "one file. Nothing was changed: write to a new --out")
+    first_n, first = scan.rows[0]
+    for n, row in scan.rows[1:]:
+        for key, what in SETTINGS.items():
+            if row[key] != first[key]:
+                raise EvalError(f"{out} already mixes settings: {what} is {_show(key, first[key])} on line {first_n} "
+                                f"and {_show(key, row[key])} on line {n}. Nothing was changed: write to a new --out")
+    return {key: first[key] for key in SETTINGS}
+
+
+def _same_settings(out: Path, have: Mapping[str, Any], where: str, got: Mapping[str, Any]) -> None:
+    for key, what in SETTINGS.items():
+        if key in have and key in got and have[key] != got[key]:
+            raise EvalError(f"{out} holds rows made with {what} {_show(key, have[key])} ({where}), and this run "
+                            f"uses {_show(key, got[key])}: resuming would mix the two. Rerun with the settings the "
+                            "file was made with to resume, or write to a new --out")
+
+
 def runs_for(levels: Sequence[str], route_policy: str | None) -> list[tuple[str, str]]:
     """(row label, forced level) pairs: each forced level, then the policy's own choice (level "")."""
     runs = [(lv, lv) for lv in levels]
@@ -187,12 +228,21 @@ def run_eval(
     out: Path,
     *,
     policy: str = "",
+    expect: Mapping[str, Any] | None = None,
     on_row: Callable[[LevelResult | None, int, int], None] | None = None,
     log: TextIO = sys.stderr,
 ) -> Report:
-    """Answer every (item, run) not yet in ``out``; append rows, record errors apart, and report."""
+    """Answer every (item, run) not yet in ``out``; append rows, record errors apart, and report.
+
+    ``expect``: the settings (:data:`SETTINGS`) known before any question (``Target.settings``). Old rows
+    and new must all have the same ones; a mismatch is an EvalError before anything is written.
+    """
     report = Report(total=len(items) * len(runs))
     scan = check_out(out)
+    fixed = file_settings(out, scan)
+    where = f"line {scan.rows[0][0]}" if scan.rows else ""
+    if fixed is not None:
+        _same_settings(out, fixed, where, expect or {})
     done: dict[tuple[str, str], dict[str, Any]] = {}
     for _, row in scan.rows:
         done.setdefault((row["id"], row["level"]), row)
@@ -221,6 +271,10 @@ def run_eval(
         for i, (item, label, level) in enumerate(todo, 1):
             row = _one(item, target, label, level, policy, report, out, log)
             if row is not None:
+                settings = {key: getattr(row, key) for key in SETTINGS}
+                if fixed is None:  # a new file: its first row fixes them (a server says its model only now)
+                    fixed, where = settings, "this run's first row"
+                _same_settings(out, fixed, where, settings)
                 line = row.to_json()
                 f.write(line + "\n")
                 f.flush()
@@ -275,7 +329,7 @@ def _row(item: EvalItem, label: str, answer: str, correct: bool, a: Answered) ->
         level=label, correct=correct, answer=answer, prompt_tokens=a.prompt_tokens,
         completion_tokens=a.completion_tokens, samples=a.samples, model_calls=a.model_calls, latency_ms=a.latency_ms,
         truncated=a.truncated, decision_level=a.decision_level, difficulty=a.difficulty, predicted=a.predicted,
-        policy=a.policy, reason=a.reason, checker=item.checker,
+        policy=a.policy, reason=a.reason, checker=item.checker, model=a.model, max_new_tokens=a.max_new_tokens,
     )
 
 
@@ -394,11 +448,12 @@ def main(argv: list[str] | None = None) -> int:
             target = _in_process(args, need_scorer=args.route)
         try:
             policy = target.check(args.policy, levels, route=args.route)
+            expect = target.settings(policy)
         except ValueError as exc:
             raise EvalError(str(exc)) from None
         runs = runs_for(levels, policy if args.route else None)
         progress = None if args.quiet else ProgressLine(sys.stderr)
-        report = run_eval(loaded.items, target, runs, args.out, policy=policy, on_row=progress)
+        report = run_eval(loaded.items, target, runs, args.out, policy=policy, expect=expect, on_row=progress)
     except (EvalError, RouterError) as exc:
         print(f"router eval: {exc}", file=sys.stderr)
         return 2

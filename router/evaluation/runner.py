@@ -60,6 +60,10 @@ class LevelResult:
     policy: str = ""  # name@version of the policy that planned the run
     reason: str = ""  # the policy's reason for the level, in words
     checker: str = ""  # how ``correct`` was decided (router.evaluation.sources.CHECKERS)
+    # What else changes answers (``router eval``; a resumed file must not mix them): the model's
+    # name and the run's cap on new tokens (0: each level's own).
+    model: str = ""
+    max_new_tokens: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
@@ -94,9 +98,12 @@ def row_problem(row: Any) -> str | None:
     latency = row.get("latency_ms")
     if isinstance(latency, bool) or not isinstance(latency, int | float) or not math.isfinite(latency) or latency < 0:
         return f"'latency_ms' must be a finite number >= 0, got {latency!r}"
-    for key in ("decision_level", "policy"):
+    for key in ("decision_level", "policy", "model"):
         if key in row and not isinstance(row[key], str):
             return f"'{key}' must be a string, got {row[key]!r}"
+    cap = row.get("max_new_tokens", 0)
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
+        return f"'max_new_tokens' must be a whole number >= 0, got {cap!r}"
     return None
 
 
@@ -235,7 +242,7 @@ def run_level(engine: Engine, policy: Policy, question: Question, level: str, sp
         question=question.text, expected=question.answer, level=level, correct=correct, answer=answer,
         prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, samples=u.samples,
         model_calls=u.model_calls, latency_ms=round(latency_ms, 1),
-        truncated=f.truncated_by_budget or f.truncated_by_deadline,
+        truncated=f.truncated_by_budget or f.truncated_by_deadline, model=engine.name,
     )
 
 

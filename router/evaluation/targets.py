@@ -7,12 +7,16 @@ policy exactly as the server plans it (``Policy.plan`` with the level hint) and 
 choice goes through the server's :class:`~router.policy.decider.Decider` with the difficulty
 classifier; the strategy then runs in this thread. Latency is the strategy's run in process, and
 the server's ``timings.total_ms`` (decision included, transport excluded) through the client.
+
+Each also says, before any question, the settings that change its answers (:meth:`Target.settings`):
+the model, the cap on new tokens and the policy's version (a hash of its content). A server says
+its model with its first answer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from router.client import RouterClient
 from router.domain import Hints, Outcome, Plan, SamplingOverrides
@@ -37,6 +41,8 @@ class Answered:
     latency_ms: float
     truncated: bool
     reason: str = ""
+    model: str = ""  # the model's name
+    max_new_tokens: int = 0  # the cap it was asked with (0: the level's own)
 
 
 class LevelError(Exception):
@@ -54,6 +60,11 @@ class Target(Protocol):
     def check(self, policy: str, levels: list[str], route: bool = False) -> str:
         """The policy's name ("" is the default one); ValueError names what is unknown or missing, before any
         work (``route``: the policy's own choice will run too)."""
+
+    def settings(self, policy: str) -> dict[str, Any]:
+        """What changes answers, as known before any question: ``model``, ``max_new_tokens`` and
+        ``policy`` (name@version) of ``policy``, a name :meth:`check` returned. A key may be missing
+        (a server's model)."""
 
     def answer(self, text: str, *, policy: str, level: str) -> Answered:
         """The answer; LevelError when the level cannot run as configured."""
@@ -99,6 +110,11 @@ class InProcess:
             raise ValueError(str(exc)) from None
         return chosen.name
 
+    def settings(self, policy: str) -> dict[str, Any]:
+        chosen = self.policies.get(policy)
+        return {"model": self.engine.name, "max_new_tokens": self.max_new_tokens,
+                "policy": f"{chosen.name}@{chosen.version}"}
+
     def decider(self) -> Decider:
         """The server's decider over these policies (needs the classifier when a policy is routed)."""
         if self._decider is None:
@@ -125,7 +141,7 @@ class InProcess:
             raise
         except (ValueError, TypeError) as exc:  # a strategy reading an option it cannot use
             raise LevelError(_level_problem(plan, exc)) from exc
-        return _from_outcome(plan, outcome, latency_ms)
+        return _from_outcome(plan, outcome, latency_ms, self.engine.name, self.max_new_tokens)
 
 
 def _level_problem(plan: Plan, exc: Exception) -> str:
@@ -137,7 +153,7 @@ def _level_problem(plan: Plan, exc: Exception) -> str:
             f"{named}: {type(exc).__name__}: {message}")
 
 
-def _from_outcome(plan: Plan, outcome: Outcome, latency_ms: float) -> Answered:
+def _from_outcome(plan: Plan, outcome: Outcome, latency_ms: float, model: str, max_new_tokens: int) -> Answered:
     u, f = outcome.usage, outcome.flags
     return Answered(
         text=outcome.text, decision_level=plan.level,
@@ -145,7 +161,8 @@ def _from_outcome(plan: Plan, outcome: Outcome, latency_ms: float) -> Answered:
         predicted=_predicted(dict(plan.predicted)), policy=f"{plan.policy}@{plan.policy_version}",
         prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, samples=u.samples,
         model_calls=u.model_calls, latency_ms=round(latency_ms, 1),
-        truncated=f.truncated_by_budget or f.truncated_by_deadline, reason=plan.reason,
+        truncated=f.truncated_by_budget or f.truncated_by_deadline, reason=plan.reason, model=model,
+        max_new_tokens=max_new_tokens,
     )
 
 
@@ -169,6 +186,10 @@ class Remote:
                                  f"{', '.join(known)}")
         return name
 
+    def settings(self, policy: str) -> dict[str, Any]:
+        versions = {p.name: p.version for p in self.client.list_policies()}
+        return {"max_new_tokens": self.max_new_tokens, "policy": f"{policy}@{versions.get(policy, '')}"}
+
     def answer(self, text: str, *, policy: str, level: str) -> Answered:
         kwargs = {"max_new_tokens": self.max_new_tokens} if self.max_new_tokens else {}
         r = self.client.generate(text, level=level, policy=policy, **kwargs)
@@ -179,5 +200,6 @@ class Remote:
             predicted=_predicted(dict(d.predicted_success)), policy=f"{d.policy}@{d.policy_version}",
             prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, samples=u.samples,
             model_calls=u.model_calls, latency_ms=round(r.timings.total_ms, 1),
-            truncated=r.flags.truncated_by_budget or r.flags.truncated_by_deadline, reason=d.reason,
+            truncated=r.flags.truncated_by_budget or r.flags.truncated_by_deadline, reason=d.reason, model=r.model,
+            max_new_tokens=self.max_new_tokens,
         )

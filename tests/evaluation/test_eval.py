@@ -65,8 +65,9 @@ class Scripted:
 
     name = "scripted"
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, model: str = "") -> None:
         self.text = text
+        self.model = model
         self.calls = 0
 
     def check(self, policy: str, levels: list[str], route: bool = False) -> str:
@@ -76,7 +77,7 @@ class Scripted:
         self.calls += 1
         return Answered(text=self.text, decision_level=level or "single", difficulty=None, predicted={},
                         policy=f"{policy}@v", prompt_tokens=5, completion_tokens=3, samples=1, model_calls=1,
-                        latency_ms=1.0, truncated=False)
+                        latency_ms=1.0, truncated=False, model=self.model)
 
 
 # ------------------------------------------------------------------------------------ datasets
@@ -445,3 +446,49 @@ def test_a_write_error_during_a_run_is_a_message_not_a_traceback(
     monkeypatch.setattr(eval_cli, "run_eval", full)
     assert eval_cli.main(in_process_argv("gen:addition", tmp_path / "out.jsonl", tiny_dir, policy_file)) == 2
     assert "No space left on device" in capsys.readouterr().err
+
+
+def test_resume_refuses_rows_of_another_model_cap_or_policy(
+    tmp_path: Path, tiny_dir: Path, tiny: Engine, policy_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.jsonl"
+    assert eval_cli.main(in_process_argv("gen:addition", out, tiny_dir, policy_file, "--max-new-tokens", "2")) == 0
+    made = out.read_bytes()
+    assert all(r["model"] == "tiny-llama" and r["max_new_tokens"] == 2 for r in rows(out))
+    other_policy = tmp_path / "other.yaml"
+    other_policy.write_text(policy_file.read_text().replace("max_new_tokens: 4}}", "max_new_tokens: 5}}", 1))
+    for extra, problem in [
+        (["--max-new-tokens", "3"], "--max-new-tokens 2 (line 1), and this run uses 3"),
+        (["--n", "3"], "--max-new-tokens 2 (line 1), and this run uses 0 (each level's own)"),
+    ]:
+        assert eval_cli.main(in_process_argv("gen:addition", out, tiny_dir, policy_file, *extra)) == 2
+        assert problem in capsys.readouterr().err and out.read_bytes() == made
+    argv = in_process_argv("gen:addition", out, tiny_dir, other_policy, "--max-new-tokens", "2")
+    assert eval_cli.main(argv) == 2
+    assert "the policy (--policy; its version" in capsys.readouterr().err and out.read_bytes() == made
+    # another model: the file's rows say which one made them
+    out.write_text("".join(json.dumps({**r, "model": "other-model"}) + "\n" for r in rows(out)))
+    assert eval_cli.main(in_process_argv("gen:addition", out, tiny_dir, policy_file, "--max-new-tokens", "2")) == 2
+    assert "the model (--model-dir, or the server's) 'other-model' (line 1), and this run uses 'tiny-llama'" in (
+        capsys.readouterr().err)
+    # rows of an older router eval do not say: refused, with the reason
+    old = "".join(json.dumps({k: v for k, v in r.items() if k not in ("model", "max_new_tokens")}) + "\n"
+                  for r in rows(out))
+    out.write_text(old)
+    assert eval_cli.main(in_process_argv("gen:addition", out, tiny_dir, policy_file, "--max-new-tokens", "2")) == 2
+    assert "2 row(s) (first on line 1) do not record model, max_new_tokens" in capsys.readouterr().err
+    assert out.read_text() == old
+    # the same settings resume
+    out.write_bytes(made)
+    assert eval_cli.main(in_process_argv("gen:addition", out, tiny_dir, policy_file, "--max-new-tokens", "2",
+                                         "--n", "3")) == 0
+    assert len(rows(out)) == 3
+
+
+def test_a_server_answering_with_another_model_stops_the_run_before_its_row(tmp_path: Path) -> None:
+    items, made = two_rows(tmp_path)
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(made.splitlines(keepends=True)[0])
+    with pytest.raises(eval_cli.EvalError, match="'' \\(line 1\\), and this run uses 'm2'"):
+        eval_cli.run_eval(items, Scripted("4", model="m2"), [("single", "single")], out)
+    assert out.read_bytes() == made.splitlines(keepends=True)[0]
