@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import stat
 import statistics
@@ -383,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--timeout", type=float, default=300.0, help="per-request deadline with --target, seconds")
     ap.add_argument("--policy-file", type=Path, default=None, help="in process: policies (default: configured)")
     ap.add_argument("--model-dir", type=Path, default=None, help="in process: model directory (default: configured)")
-    ap.add_argument("--max-new-tokens", type=int, default=0, help="cap every level's new tokens (default: the level's)")
+    ap.add_argument("--max-new-tokens", type=int, default=0,
+                    help="cap every level's new tokens, at most the model's context (default 0: the level's)")
     ap.add_argument("--out", type=Path, required=True, help="results JSONL (appended to; resumable)")
     ap.add_argument("--quiet", action="store_true", help="no progress line")
     return ap
@@ -391,17 +393,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _in_process(args: argparse.Namespace, need_scorer: bool) -> Target:
     from router.config import Settings
+    from router.engine.manifest import read_manifest
     from router.evaluation.targets import InProcess
     from router.policy.loader import load_policies
 
     settings = Settings()
     policies = load_policies(args.policy_file or settings.policy_file, settings.server.default_max_new_tokens)
+    model_dir = args.model_dir or settings.model_dir()
+    context = read_manifest(model_dir).context_length
+    if args.max_new_tokens > context:  # checked before the model loads, not once per question
+        raise EvalError(f"--max-new-tokens {args.max_new_tokens} is more than {model_dir.name}'s context holds "
+                        f"({context} tokens)")
     scorer = None
     if need_scorer and settings.difficulty_dir:
         from router.difficulty.scorer import DifficultyScorer
 
         scorer = DifficultyScorer(settings.difficulty_dir)
-    engine = settings.load_engine(args.model_dir)
+    engine = settings.load_engine(model_dir)
     return InProcess(engine, policies, scorer, max_new_tokens=args.max_new_tokens)
 
 
@@ -420,6 +428,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.n is not None and args.n < 1:
         print("router eval: --n must be at least 1", file=sys.stderr)
+        return 2
+    if not 0 <= args.max_new_tokens < 2**32:
+        print(f"router eval: --max-new-tokens must be at least 1 (or 0: each level's own), got {args.max_new_tokens}",
+              file=sys.stderr)
+        return 2
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        print(f"router eval: --timeout must be a positive number of seconds, got {args.timeout}", file=sys.stderr)
         return 2
     try:
         loaded = load(args.dataset, args.n, args.seed)

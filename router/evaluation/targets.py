@@ -184,6 +184,17 @@ class Remote:
             if level not in known:
                 raise ValueError(f"unknown level '{level}' for policy '{name}' on {self.name}; known: "
                                  f"{', '.join(known)}")
+        if self.max_new_tokens:  # a dry run checks the cap against the server's model, before any question
+            import grpc
+
+            try:
+                self.client.route("What is 1 + 1?", policy=name, level=levels[0] if levels else "",
+                                  max_new_tokens=self.max_new_tokens)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:  # type: ignore[attr-defined]
+                    raise
+                raise ValueError(f"{self.name} refuses --max-new-tokens {self.max_new_tokens}: "
+                                 f"{exc.details()}") from None  # type: ignore[attr-defined]
         return name
 
     def settings(self, policy: str) -> dict[str, Any]:

@@ -492,3 +492,30 @@ def test_a_server_answering_with_another_model_stops_the_run_before_its_row(tmp_
     with pytest.raises(eval_cli.EvalError, match="'' \\(line 1\\), and this run uses 'm2'"):
         eval_cli.run_eval(items, Scripted("4", model="m2"), [("single", "single")], out)
     assert out.read_bytes() == made.splitlines(keepends=True)[0]
+
+
+@pytest.mark.parametrize(("extra", "problem"), [
+    (["--max-new-tokens", "-5"], "--max-new-tokens must be at least 1"),
+    (["--max-new-tokens", "99999999"], "more than tiny-llama's context"),
+    (["--timeout", "-1"], "--timeout must be a positive number"),
+    (["--timeout", "0"], "--timeout must be a positive number"),
+])
+def test_bad_numbers_are_usage_errors_before_the_model_loads(
+    tmp_path: Path, tiny_dir: Path, tiny: Engine, policy_file: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], extra: list[str], problem: str,
+) -> None:
+    no_model(monkeypatch)
+    assert eval_cli.main(in_process_argv("gen:addition", tmp_path / "o.jsonl", tiny_dir, policy_file, *extra)) == 2
+    assert problem in capsys.readouterr().err
+
+
+def test_a_cap_the_server_refuses_is_a_usage_error_before_any_question(
+    tmp_path: Path, server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "remote.jsonl"
+    argv = ["--dataset", "gen:successor", "--n", "2", "--levels", "single", "--target", server, "--quiet",
+            "--out", str(out)]
+    assert eval_cli.main([*argv, "--max-new-tokens", "99999999"]) == 2
+    assert "refuses --max-new-tokens 99999999" in capsys.readouterr().err and not out.exists()
+    assert eval_cli.main([*argv, "--max-new-tokens", "3"]) == 0
+    assert all(r["model"] == "tiny-llama" and r["max_new_tokens"] == 3 for r in rows(out))
