@@ -61,7 +61,7 @@ from router.difficulty.features import NORMALIZATION, ONNX_LOCALE, TOKEN_PATTERN
 from router.difficulty.scorer import ARTIFACTS, CARD_FILE, MODEL_FILE, TRAIN_COMMAND, DifficultyScorer, open_session
 from router.engine.manifest import sha256_file
 from router.errors import RouterError
-from router.policy.tuning import POLICY_ROW_PREFIX, row_problem
+from router.policy.tuning import POLICY_ROW_PREFIX, rows_file_problem, scan_rows
 
 if TYPE_CHECKING:
     import onnx
@@ -126,43 +126,25 @@ def load_labels(path: Path) -> Labels:
     ignored. :class:`TrainError` when the file cannot be read or has no label row.
     """
     path = Path(path)
-    if path.is_dir():
-        raise TrainError(f"labels file {path} is a directory; give a .jsonl file of label rows")
-    if not path.exists():
-        raise TrainError(f"labels file {path} does not exist")
-    if not path.is_file():  # a device such as /dev/zero would be read forever
-        raise TrainError(f"labels file {path} is not a regular file")
+    if problem := rows_file_problem(path):
+        raise TrainError(f"labels file {path} {problem}")
     questions: dict[str, dict[str, Any]] = {}
     outcomes: dict[str, dict[str, bool]] = {}
     levels: list[str] = []
-    skipped: list[tuple[int, str]] = []
     policy_rows = 0
     try:
-        with path.open("rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw.decode("utf-8"))
-                except UnicodeDecodeError:
-                    skipped.append((lineno, "not UTF-8 text"))
-                    continue
-                except (ValueError, RecursionError):
-                    skipped.append((lineno, "not JSON"))
-                    continue
-                if problem := row_problem(row, LABEL_KEYS):
-                    skipped.append((lineno, problem))
-                    continue
-                qid, level = row["id"], row["level"]
-                if level.startswith(POLICY_ROW_PREFIX):
-                    policy_rows += 1
-                    continue
-                questions.setdefault(qid, {k: row[k] for k in ("question", "split", "family")})
-                outcomes.setdefault(qid, {}).setdefault(level, row["correct"])
-                if level not in levels:
-                    levels.append(level)
+        found, skipped = scan_rows(path, LABEL_KEYS)
     except OSError as exc:
         raise TrainError(f"cannot read labels file {path}: {exc.strerror or exc}") from None
+    for _, row in found:
+        qid, level = row["id"], row["level"]
+        if level.startswith(POLICY_ROW_PREFIX):
+            policy_rows += 1
+            continue
+        questions.setdefault(qid, {k: row[k] for k in ("question", "split", "family")})
+        outcomes.setdefault(qid, {}).setdefault(level, row["correct"])
+        if level not in levels:
+            levels.append(level)
     if not levels:
         why = []
         if policy_rows:

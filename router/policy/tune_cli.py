@@ -67,8 +67,9 @@ from router.policy.tuning import (
     plateau,
     plateau_centre,
     route,
-    row_problem,
+    rows_file_problem,
     rule_for,
+    scan_rows,
     sweep,
     wilson_interval,
 )
@@ -268,33 +269,13 @@ class Tuning:
 
 
 def _rows(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
-    """Rows of a results file that the tuner can use, and (line number, why) for every other non-blank line.
-
-    Lines are decoded one by one: a line that is not UTF-8 (a write torn inside a character, or not a
-    results file at all) is one bad line, like a torn or foreign one.
-    """
-    rows: list[dict[str, Any]] = []
-    bad: list[tuple[int, str]] = []
+    """Rows of a results file that the tuner can use, and (line number, why) for every other non-blank
+    line (:func:`router.policy.tuning.scan_rows`)."""
     try:
-        with Path(path).open("rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw.decode("utf-8"))
-                except UnicodeDecodeError:
-                    bad.append((lineno, "not UTF-8 text"))
-                    continue
-                except (ValueError, RecursionError):
-                    bad.append((lineno, "not JSON"))
-                    continue
-                if problem := row_problem(row, REQUIRED_KEYS):
-                    bad.append((lineno, problem))
-                    continue
-                rows.append(row)
+        found, bad = scan_rows(path, REQUIRED_KEYS)
     except OSError as exc:
         raise TuneError(f"cannot read results file {path}: {exc.strerror or exc}") from None
-    return rows, bad
+    return [row for _, row in found], bad
 
 
 def _bad_lines(path: Path, bad: Sequence[tuple[int, str]], shown: int = 3) -> str:
@@ -313,12 +294,8 @@ def read_rows(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], list[str]]:
     repeats: dict[tuple[Path, Path], int] = {}
     read: set[Path] = set()
     for path in map(Path, paths):
-        if path.is_dir():
-            raise TuneError(f"results file {path} is a directory; give a .jsonl file of result rows")
-        if not path.exists():
-            raise TuneError(f"results file {path} does not exist")
-        if not path.is_file():  # a device such as /dev/zero would be read forever
-            raise TuneError(f"results file {path} is not a regular file")
+        if problem := rows_file_problem(path):
+            raise TuneError(f"results file {path} {problem}")
         if path.resolve() in read:
             notes.append(f"{path}: given more than once; read once")
             continue

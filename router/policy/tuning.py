@@ -20,6 +20,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -282,6 +283,43 @@ def row_problem(row: object, required: Sequence[str] = ("id", "level", "correct"
         if key in row and not isinstance(row[key], str):
             return f"{key!r} must be a string, got {_shown(row[key])}"
     return None
+
+
+def rows_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file of rows (its caller names what the file is), or None."""
+    if path.is_dir():
+        return "is a directory; give a .jsonl file of rows"
+    if not path.exists():
+        return "does not exist"
+    if not path.is_file():  # a device such as /dev/zero would be read forever
+        return "is not a regular file"
+    return None
+
+
+def scan_rows(path: Path, required: Sequence[str]) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
+    """(line number, row) for each usable row of a results file (:func:`row_problem`, with
+    ``required`` keys) and (line number, why) for every other non-blank line. Lines are decoded one
+    by one: a line that is not UTF-8 (a write torn inside a character, or no results file at all)
+    is one bad line, like a torn or foreign one. ``OSError`` is the caller's to report."""
+    rows: list[tuple[int, dict]] = []
+    bad: list[tuple[int, str]] = []
+    with Path(path).open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                bad.append((lineno, "not UTF-8 text"))
+                continue
+            except (ValueError, RecursionError):
+                bad.append((lineno, "not JSON"))
+                continue
+            if problem := row_problem(row, required):
+                bad.append((lineno, problem))
+            else:
+                rows.append((lineno, row))
+    return rows, bad
 
 
 def _shown(value: object) -> str:
