@@ -21,7 +21,7 @@ from pathlib import Path
 from router.config import Settings
 from router.difficulty import LABELS
 from router.evaluation.datasets import label_set
-from router.evaluation.runner import ProgressLine, read_results, run_levels
+from router.evaluation.runner import ProgressLine, key_problem, read_results, run_levels, scan_results
 from router.policy.ladder import Policy, default_ladder
 from router.verifiers.reward_model import committed_sha256
 
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=LABELS)
     ap.add_argument("--redo", choices=LABEL_LEVELS, help="run this level again on the questions already labelled")
     args = ap.parse_args(argv)
+    check_out(args.out)  # before the model loads
     settings = Settings()
     engine = settings.load_engine()
     policy = label_policy()
@@ -70,6 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     for _ in run_levels(engine, policy, questions, levels, args.out, on_row=ProgressLine()):
         pass
     return 0
+
+
+def check_out(out: Path) -> None:
+    """Refuse (SystemExit, nothing changed) an ``--out`` that is not a file of label rows: runs append
+    to it, and a torn last line would be cut."""
+    try:
+        scan = scan_results(out, key_problem)
+    except (ValueError, OSError) as exc:  # a directory, a device, unreadable
+        raise SystemExit(f"router difficulty labels: --out {out}: {exc}") from None
+    if scan.bad:
+        n, why = scan.bad[0]
+        raise SystemExit(f"router difficulty labels: {out} is not a file of label rows ({len(scan.bad)} bad line(s); "
+                         f"line {n}: {why}). Nothing was changed: fix it or choose another --out")
 
 
 if __name__ == "__main__":

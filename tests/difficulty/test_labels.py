@@ -57,3 +57,13 @@ def test_redo_runs_one_level_again_on_the_labelled_questions_only(
     with pytest.raises(SystemExit, match="not in the question set"):
         labels_main(["--per-family", "1", "--per-task", "1", "--seed", "3", "--redo", "single", "--out", str(out)])
     assert out.read_text() == before
+
+
+def test_an_out_that_is_not_label_rows_is_refused_before_the_model_loads(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\nno newline at the end")
+    with pytest.raises(SystemExit, match="is not a file of label rows"):
+        labels_main(["--out", str(notes)])
+    assert notes.read_text() == "my notes\nno newline at the end"  # untouched: no torn line cut
+    with pytest.raises(SystemExit, match="is a directory"):
+        labels_main(["--out", str(tmp_path)])
