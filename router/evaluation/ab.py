@@ -369,6 +369,9 @@ def build_report(
     comparisons = tuple(
         compare(arms[n], arms[control], data[n].scores, data[control].scores, alpha, power) for n in names[1:]
     )
+    if not comparisons:
+        notes = (*notes, f"only arm {control!r} has requests in experiment {experiment!r}, so there is nothing to "
+                 "compare yet: send traffic with unit ids that hash to the other arms")
     return Report(experiment, key, control, alpha, power, tuple(arms.values()), comparisons, db, tuple(notes))
 
 

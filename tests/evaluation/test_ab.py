@@ -236,6 +236,14 @@ def test_too_little_data_is_not_significant_and_still_plots(tmp_path: Path) -> N
     assert png.read_bytes()[:8] == PNG_MAGIC
 
 
+def test_one_arm_alone_says_there_is_nothing_to_compare(tmp_path: Path) -> None:
+    report = build_report("e", {"control": arm(binary(3, 5))})
+    assert report.comparisons == ()
+    assert any("nothing to compare" in n for n in report.notes)
+    assert "nothing to compare" in format_table(report)
+    assert plot_report(report, tmp_path / "one.png").read_bytes()[:8] == PNG_MAGIC
+
+
 def test_build_report_refuses_bad_input() -> None:
     with pytest.raises(ReportError, match="no arm 'x'"):
         build_report("e", {"control": arm(binary(1, 2))}, control="x")
