@@ -40,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import machine_info, peak_rss_mb  # noqa: E402
+from bench.machine import machine_info, peak_rss_mb, write_report  # noqa: E402
 from router.difficulty.labels import LABELS, label_policy  # noqa: E402
 from router.difficulty.scorer import DifficultyScorer  # noqa: E402
 from router.domain import Candidate, SamplingParams  # noqa: E402
@@ -318,9 +318,6 @@ def main(argv: list[str] | None = None) -> int:
                   peak_rss_mb=round(peak_rss_mb(), 1), pool_generation=pool_meta,
                   reward_model_sha256=committed_sha256(),
                   wall_s_this_run=round(time.monotonic() - t0, 1))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "adaptive.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(report, RESULTS / "adaptive.png")
     lines = [f"# Adaptive compute — headline benchmark · {report['date']} · commit {str(info['git_commit'])[:12]}", "",
              f"SmolLM2-135M-Instruct (ONNX, CPU), {len(rows)} questions of the label set; policy {report['policy']} "
              f"({report['rule']}); one greedy pass and one pool of {POOL} samples per question, every method scored "
@@ -352,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"- Cascade vs greedy (reference, not the policy): {vc['accuracy_diff'] * 100:+.1f} pt "
                   f"[{vc['ci95'][0] * 100:+.1f}, {vc['ci95'][1] * 100:+.1f}] at {vc['token_ratio']:.2f}x its tokens.",
                   ""]
-    (RESULTS / "adaptive.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(RESULTS, "adaptive", report, "\n".join(lines) + "\n")
+    plot(report, RESULTS / "adaptive.png")
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from bench.machine import machine_info, peak_rss_mb  # noqa: E402
+from bench.machine import machine_info, peak_rss_mb, write_report  # noqa: E402
 from router.difficulty.labels import LABELS  # noqa: E402
 from router.difficulty.scorer import DifficultyScorer  # noqa: E402
 from router.difficulty.train import DifficultyModel, load_labels  # noqa: E402
@@ -114,8 +113,6 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_rss_mb_before_sklearn_peer": round(rss_before_sklearn, 1),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "routing.json").write_text(json.dumps(report, indent=2) + "\n")
     m = report["machine"]
     lines = [
         f"# Routing decision overhead — {report['date']} · commit {str(m['git_commit'])[:12]}",
@@ -138,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Whole decision: p50 {whole['p50_us']} µs, p99 {whole['p99_us']} µs; target p50 <= {TARGET_P50_US:.0f} µs "
         f"and p99 <= {TARGET_P99_US:.0f} µs: {'met' if met else 'NOT met'}.",
     ]
-    (RESULTS / "routing.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(RESULTS, "routing", report, "\n".join(lines) + "\n")
     return 0
 
 

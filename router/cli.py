@@ -107,7 +107,7 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
     import grpc
     from google.protobuf.json_format import MessageToDict
 
-    from router.client import RouterClient, field_violations
+    from router.client import RouterClient, error_text
 
     target = args.target or f"{settings.server.host}:{settings.server.port}"
     with RouterClient(target, timeout_s=args.timeout) as client:
@@ -116,8 +116,7 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
                                 unit_id=args.unit_id, deadline_ms=args.deadline_ms,
                                 max_tokens=args.max_tokens, seed=args.seed, temperature=args.temperature)
         except grpc.RpcError as exc:
-            fields = "; ".join(f"{f}: {d}" for f, d in field_violations(exc))
-            print(f"error: {exc.code().name}: {exc.details()}" + (f" [{fields}]" if fields else ""), file=sys.stderr)
+            print(f"error: {error_text(exc)}", file=sys.stderr)
             return 1
     if args.json:
         print(json.dumps(MessageToDict(r, preserving_proto_field_name=True), indent=2))
@@ -144,7 +143,7 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
 def _feedback(args: argparse.Namespace, settings: Settings) -> int:
     import grpc
 
-    from router.client import RouterClient, field_violations
+    from router.client import RouterClient, error_text
 
     target = args.target or f"{settings.server.host}:{settings.server.port}"
     with RouterClient(target, timeout_s=args.timeout) as client:
@@ -152,8 +151,7 @@ def _feedback(args: argparse.Namespace, settings: Settings) -> int:
             created = client.feedback(args.request_id, args.key, score=args.score, label=args.label,
                                       comment=args.comment)
         except grpc.RpcError as exc:
-            fields = "; ".join(f"{f}: {d}" for f, d in field_violations(exc))
-            print(f"error: {exc.code().name}: {exc.details()}" + (f" [{fields}]" if fields else ""), file=sys.stderr)
+            print(f"error: {error_text(exc)}", file=sys.stderr)
             return 1
     print(f"feedback '{args.key}' on request {args.request_id}: "
           + ("stored" if created else "already stored before (kept the first)"))

@@ -121,6 +121,12 @@ def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
     return out
 
 
+def error_text(error: grpc.RpcError) -> str:
+    """``CODE: details [field: why; ...]``: what a command line shows for a failed call."""
+    fields = "; ".join(f"{f}: {d}" for f, d in field_violations(error))
+    return f"{error.code().name}: {error.details()}" + (f" [{fields}]" if fields else "")
+
+
 def retry_delay_s(error: grpc.RpcError) -> float | None:
     """The ``google.rpc.RetryInfo`` delay carried by a RESOURCE_EXHAUSTED error."""
     status = rpc_status.from_call(error)

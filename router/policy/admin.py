@@ -43,7 +43,7 @@ def _experiment_line(name: str, enabled: bool, arms: Iterable[Any], shadow: Iter
 def reload_main(argv: list[str]) -> int:
     import grpc
 
-    from router.client import RouterClient
+    from router.client import RouterClient, error_text
     from router.config import Settings
     from router.service import ADMIN_TOKEN_KEY
     from router.v1 import router_pb2 as pb
@@ -58,7 +58,7 @@ def reload_main(argv: list[str]) -> int:
             resp = client.stub.ReloadPolicies(pb.ReloadPoliciesRequest(), timeout=client.timeout_s,
                                               metadata=[(ADMIN_TOKEN_KEY, args.token)])
         except grpc.RpcError as exc:
-            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            print(f"error: {error_text(exc)}", file=sys.stderr)
             return 1
     print(f"reloaded from {resp.source}: " + ", ".join(f"{p.name}@{p.version}" for p in resp.policies))
     for e in resp.experiments:
