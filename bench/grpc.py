@@ -236,7 +236,7 @@ async def closed_loop(call, concurrency: int, warmup_s: float, seconds: float) -
     window_start, window_end = start + warmup_s, start + warmup_s + seconds
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    issued = [0]
+    issued, answered = [0], [0]
 
     async def worker() -> None:
         while issued[0] < MAX_REQUESTS_PER_CELL:
@@ -249,6 +249,7 @@ async def closed_loop(call, concurrency: int, warmup_s: float, seconds: float) -
             except grpc.aio.AioRpcError as exc:
                 errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
                 continue
+            answered[0] += 1
             done = loop.time()
             if window_start <= done <= window_end:
                 latencies.append(time.perf_counter() - now)
@@ -258,6 +259,7 @@ async def closed_loop(call, concurrency: int, warmup_s: float, seconds: float) -
     return {
         "concurrency": concurrency,
         "requests": len(latencies),
+        "answered_with_warmup": answered[0],
         "rps": round(len(latencies) / seconds, 1),
         "p50_ms": _ms(percentile(latencies, 50)),
         "p99_ms": _ms(percentile(latencies, 99)),
@@ -271,9 +273,26 @@ def route_request() -> pb.RouteRequest:
     return pb.RouteRequest(query=pb.Query(text=ROUTE_QUERY), hints=pb.RoutingHints(), request_id="")
 
 
+def _cpu_s(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+async def with_server_cpu(pid: int, cell) -> dict[str, Any]:  # noqa: ANN001 (a closed_loop coroutine)
+    """Run one load cell; add the server process's CPU time (all its threads) per answered call,
+    warm-up included on both sides of the division: what one call costs the server, whatever the
+    cores it ran on, so a difference between peers is the work one does and the other does not."""
+    before = _cpu_s(pid)
+    result = await cell
+    answered = result["answered_with_warmup"]
+    result["server_cpu_us_per_call"] = round((_cpu_s(pid) - before) / answered * 1e6, 1) if answered else None
+    return result
+
+
 async def route_vs_echo(router_target: str, echo_target: str, request_bytes: bytes, levels: list[int],
                         warmup_s: float, seconds: float, expected_echo_len: int,
-                        expected_level: str) -> list[dict[str, Any]]:
+                        expected_level: str, pids: tuple[int, int]) -> list[dict[str, Any]]:
+    """``pids``: (router server, echo server), whose CPU time per call each cell reports."""
     rows = []
     async with grpc.aio.insecure_channel(router_target) as rch, grpc.aio.insecure_channel(echo_target) as ech:
         # Both clients send and receive raw bytes (no serializers), so the client does the same work
@@ -294,13 +313,14 @@ async def route_vs_echo(router_target: str, echo_target: str, request_bytes: byt
             await route(request_bytes, timeout=CALL_TIMEOUT_S)
 
         for c in levels:
-            e = await closed_loop(call_echo, c, warmup_s, seconds)
-            r = await closed_loop(call_route, c, warmup_s, seconds)
+            e = await with_server_cpu(pids[1], closed_loop(call_echo, c, warmup_s, seconds))
+            r = await with_server_cpu(pids[0], closed_loop(call_route, c, warmup_s, seconds))
             ratio = round(r["rps"] / e["rps"], 3) if e["rps"] else None
             rows.append({"concurrency": c, "echo": e, "route": r, "ratio": ratio,
                          "target_met": ratio is not None and ratio >= ROUTE_TARGET})
-            print(f"  c={c:>3}: echo {e['rps']:>8.1f} rps p50 {e['p50_ms']} ms p99 {e['p99_ms']} ms | "
-                  f"Route {r['rps']:>8.1f} rps p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms | ratio {ratio}", flush=True)
+            print(f"  c={c:>3}: echo {e['rps']:>8.1f} rps p50 {e['p50_ms']} ms p99 {e['p99_ms']} ms "
+                  f"server {e['server_cpu_us_per_call']} us/call | Route {r['rps']:>8.1f} rps p50 {r['p50_ms']} ms "
+                  f"p99 {r['p99_ms']} ms server {r['server_cpu_us_per_call']} us/call | ratio {ratio}", flush=True)
     return rows
 
 
@@ -426,16 +446,20 @@ def render_markdown(r: dict[str, Any]) -> str:
         "difference is what the router's server side costs: parsing, deciding, answering.",
         "",
         "| concurrency | echo rps | echo p50 ms | echo p99 ms | Route rps | Route p50 ms | Route p99 ms "
-        f"| Route/echo | target >= {ROUTE_TARGET}x | errors (echo / Route) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| Route/echo | target >= {ROUTE_TARGET}x | server CPU µs per call (echo / Route) | errors (echo / Route) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         e, q = row["echo"], row["route"]
         lines.append(f"| {row['concurrency']} | {e['rps']} | {_fmt(e['p50_ms'])} | {_fmt(e['p99_ms'])} | {q['rps']} | "
                      f"{_fmt(q['p50_ms'])} | {_fmt(q['p99_ms'])} | {_fmt(row['ratio'])}x | {met(row['target_met'])} | "
+                     f"{_fmt(e.get('server_cpu_us_per_call'))} / {_fmt(q.get('server_cpu_us_per_call'))} | "
                      f"{_errs(e['errors'])} / {_errs(q['errors'])} |")
     all_met = all(row["target_met"] for row in rows)
-    lines += ["", f"Route >= {ROUTE_TARGET}x echo throughput at every level: {met(all_met)}.", ""]
+    lines += ["", f"Route >= {ROUTE_TARGET}x echo throughput at every level: {met(all_met)}.", "",
+              "Server CPU per call is the server process's CPU time (every thread) over the cell, warm-up "
+              "included, divided by the calls it answered. Client and servers share the cores, so once "
+              "they are busy, throughput follows the CPU each call costs.", ""]
     idle, load = h["idle"], h["under_load"]
     lines += [
         f"## 2. Health check latency while {GENERATE_CONCURRENCY} Generate requests run",
@@ -543,7 +567,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.to_thread(echo.wait_ready, 60.0)
             print(f"echo ready on {echo.target}; Route vs echo ...", flush=True)
             rows = await route_vs_echo(router.target, echo.target, request_bytes, args.concurrency,
-                                       args.warmup, args.seconds, len(response_bytes), response.decision.level)
+                                       args.warmup, args.seconds, len(response_bytes), response.decision.level,
+                                       (router.pid, echo.pid))
             echo.close()
             print(f"health under {GENERATE_CONCURRENCY} concurrent Generate "
                   f"(level '{args.level}', max_tokens {args.max_tokens}) ...", flush=True)
