@@ -120,12 +120,13 @@ def step_breakdown(engine: Engine, n: int, tokens: int = 64) -> dict[str, float]
     logits to the host), in token selection, and elsewhere, for one ``n``-sample generation."""
     spent = {"ort": 0.0, "select": 0.0}
     run, select = engine._run, engine_module.select_tokens
+    selector = engine._selector
 
     def timed(fn: Any, key: str) -> Any:
-        def wrapper(*args: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             t = time.perf_counter()
             try:
-                return fn(*args)
+                return fn(*args, **kwargs)
             finally:
                 spent[key] += time.perf_counter() - t
         return wrapper
@@ -133,6 +134,8 @@ def step_breakdown(engine: Engine, n: int, tokens: int = 64) -> dict[str, float]
     params = SamplingParams(temperature=0.7, max_new_tokens=tokens, seed=3)
     engine.generate(STORY, params, n=n)  # warm-up at this batch shape
     engine._run, engine_module.select_tokens = timed(run, "ort"), timed(select, "select")
+    if selector is not None:  # selection on the device: the selector's run, transfers included
+        selector.select = timed(selector.select, "select")
     steps_before = engine.stats.forward_calls
     try:
         start = time.perf_counter()
@@ -141,6 +144,8 @@ def step_breakdown(engine: Engine, n: int, tokens: int = 64) -> dict[str, float]
     finally:
         del engine._run
         engine_module.select_tokens = select
+        if selector is not None:
+            del selector.select
     steps = max(1, engine.stats.forward_calls - steps_before)
     ms = {k: round(1000 * v / steps, 3) for k, v in spent.items()}
     ms["total"] = round(1000 * total / steps, 3)
@@ -210,7 +215,9 @@ def main() -> int:
     args = parser.parse_args()
     settings = Settings()
     model_dir = settings.model_dir(args.model)
-    gpu = Engine.load(model_dir, SessionSettings(providers=(CUDA,), allow_cpu_fallback=False))
+    on_gpu = SessionSettings(providers=(CUDA,), allow_cpu_fallback=False)
+    gpu = Engine.load(model_dir, on_gpu)  # tokens selected on the device (the default on CUDA)
+    gpu_host = Engine.load(model_dir, on_gpu, device_selection=False)  # the same, selection on the host
     cpu = Engine.load(model_dir, SessionSettings(providers=(CPU,)))
     greedy = SamplingParams(max_new_tokens=64)
     parity = []
@@ -224,12 +231,26 @@ def main() -> int:
                                              if g != c), None),
                    "tokens": sum(len(c) for c in fork_c)})
     sample = SamplingParams(temperature=0.7, max_new_tokens=64, seed=1)
+    nucleus = SamplingParams(temperature=0.3, top_p=0.95, max_new_tokens=64, seed=1)  # the ladder's levels
+    sampling_parity = []
+    for params in (sample, nucleus):
+        for n in (8, 64):
+            a = [c.token_ids for c in gpu.generate(STORY, params, n=n)]
+            b = [c.token_ids for c in gpu_host.generate(STORY, params, n=n)]
+            sampling_parity.append({"params": f"T={params.temperature}, top_p={params.top_p}", "n": n,
+                                    "equal_rows": sum(x == y for x, y in zip(a, b, strict=True)),
+                                    "first_divergence": next((first_divergence(x, y) for x, y in zip(a, b, strict=True)
+                                                              if x != y), None)})
     speed: dict[str, dict[str, float]] = {}
-    for dev, eng, ns in (("cuda", gpu, SCALING_N), ("cpu", cpu, SCALING_N[:3])):
+    engines = (("cuda", gpu, SCALING_N), ("cuda, host selection", gpu_host, SCALING_N), ("cpu", cpu, SCALING_N[:3]))
+    for dev, eng, ns in engines:
         speed[dev] = {"greedy_batch1_tok_s": round(tokens_per_s(eng, STORY, greedy, 1, args.repeats), 1)}
         for n in ns:
             speed[dev][f"n{n}_sampling_tok_s"] = round(tokens_per_s(eng, STORY, sample, n, args.repeats), 1)
+        if eng is not cpu:
+            speed[dev]["n64_top_p_0.95_tok_s"] = round(tokens_per_s(eng, STORY, nucleus, 64, args.repeats), 1)
     breakdown = {f"n{n}": step_breakdown(gpu, n) for n in BREAKDOWN_N}
+    breakdown.update({f"n{n}, host selection": step_breakdown(gpu_host, n) for n in BREAKDOWN_N})
     profiles = [op_profile(gpu, rows, 100) for rows in (1, 64)]
     gpu_name = subprocess.run(
         ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"], capture_output=True, text=True
@@ -241,8 +262,10 @@ def main() -> int:
         "machine": {"gpu": gpu_name, "host": platform.node(), "python": platform.python_version(),
                     "cpu": machine.cpu_model(), "logical_cores": os.cpu_count(),
                     "onnxruntime": machine.version("onnxruntime-gpu"), "git_commit": machine.git_commit()},
-        "providers": {"gpu_engine": gpu.providers, "cpu_engine": cpu.providers},
+        "providers": {"gpu_engine": gpu.providers, "cpu_engine": cpu.providers,
+                      "token_selector": gpu._selector.providers if gpu._selector else None},
         "parity": parity,
+        "sampling_parity": sampling_parity,
         "speed": speed,
         "step_breakdown_ms": breakdown,
         "op_profiles": profiles,
@@ -263,7 +286,7 @@ def render(report: dict[str, Any]) -> str:
         f"peak RSS {report['peak_rss_mb']} MB (both engines in one process)",
         "",
         f"Providers in use: CUDA engine {report['providers']['gpu_engine']}, CPU engine "
-        f"{report['providers']['cpu_engine']}.",
+        f"{report['providers']['cpu_engine']}, token selector {report['providers'].get('token_selector')}.",
         "",
         f"Node placement: {placement['counts'] or placement['error'][:300]}. "
         + (f"On the CPU: {', '.join(cpu_nodes)}." if cpu_nodes else "No node on the CPU."),
@@ -275,7 +298,14 @@ def render(report: dict[str, Any]) -> str:
         *[f"| {p['prompt'][:48]} | {p['equal']} | {p['first_divergence']} | {p['tokens']} |"
           for p in report["parity"]],
         "",
-        "## Tokens/s, CUDA next to CPU (same run; 64 new tokens, sampling at T=0.7)",
+        "## Sampling: tokens selected on the device vs on the host (same CUDA logits, same seeds)",
+        "",
+        "| sampling | n | rows with equal tokens | first divergence |",
+        "|---|---|---|---|",
+        *[f"| {p['params']} | {p['n']} | {p['equal_rows']}/{p['n']} | {p['first_divergence']} |"
+          for p in report.get("sampling_parity", [])],
+        "",
+        "## Tokens/s, CUDA next to CPU (same run; 64 new tokens, sampling at T=0.7 unless named)",
         "",
         "| device | " + " | ".join(k.removesuffix("_tok_s").replace("_", " ") for k in speed["cuda"]) + " |",
         "|---|" + "---|" * len(speed["cuda"]),
@@ -283,7 +313,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         "## Where a CUDA decode step goes (ms per forward pass, one generation of 64 tokens)",
         "",
-        "| n | total | inside ONNX Runtime | token selection (host) | rest (Python, binding) |",
+        "| n | total | decoder pass (ONNX Runtime) | token selection | rest (Python, binding) |",
         "|---|---|---|---|---|",
         *[f"| {k.removeprefix('n')} | {v['total']} | {v['ort']} | {v['select']} | {v['rest']} |"
           for k, v in report["step_breakdown_ms"].items()],

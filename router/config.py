@@ -41,6 +41,9 @@ class EngineSettings(BaseModel):
     # A second build of the same weights for one-row decode steps (e.g. "smollm2-135m-instruct-q4":
     # 1.14x faster single passes, same tokens, +390 MB peak RSS here); "" = off. See README, Models.
     single_row_model: str = ""
+    # Sampled tokens picked on the decoder's device (router/engine/device_select.py): None = on
+    # CUDA only (the host's selection was 71 % of an n=64 step there), true/false to force it.
+    device_selection: bool | None = None
 
     def session(self) -> SessionSettings:
         return SessionSettings(
@@ -114,4 +117,4 @@ class Settings(BaseSettings):
         from router.engine import Engine
 
         return Engine.load(model_dir or self.model_dir(), self.engine.session(), self.engine.max_samples,
-                           self.single_row_dir())
+                           self.single_row_dir(), device_selection=self.engine.device_selection)

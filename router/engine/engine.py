@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from router.engine.device_select import DeviceTokenSelector
 from router.engine.manifest import Manifest, load_manifest
 from router.engine.sampling import row_generators, select_tokens
 from router.engine.session import CPU, SessionSettings, device_of, open_session
@@ -52,6 +53,7 @@ class EngineStats:
     decode_steps: int = 0
     generated_tokens: int = 0
     single_row_forwards: int = 0  # forwards run by the single-row decoder
+    device_selections: int = 0  # decode steps whose tokens were selected on the decoder's device
 
 
 class Engine:
@@ -64,7 +66,10 @@ class Engine:
         session: ort.InferenceSession,
         max_samples: int = 64,
         single_row_session: ort.InferenceSession | None = None,
+        device_selection: bool | None = None,
     ) -> None:
+        """``device_selection``: pick sampled tokens on the decoder's device
+        (:mod:`router.engine.device_select`); None = on CUDA only, True also on the CPU provider."""
         self.model_dir = model_dir
         self.manifest = manifest
         self.max_samples = max_samples
@@ -88,6 +93,9 @@ class Engine:
                 "float32 on the CPU provider only; on a GPU serve a build with the concat cache (e.g. "
                 "smollm2-135m-instruct)"
             )
+        self._selector: DeviceTokenSelector | None = None
+        if device_selection or (device_selection is None and self._device != "cpu"):
+            self._selector = DeviceTokenSelector(session.get_providers())
 
     @classmethod
     def load(
@@ -96,6 +104,7 @@ class Engine:
         session_settings: SessionSettings | None = None,
         max_samples: int = 64,
         single_row_dir: Path | None = None,
+        device_selection: bool | None = None,
     ) -> Engine:
         """Verify the manifest's sha256s, then open the decoder (and the single-row decoder, which
         must be a build of the same source with the same architecture and tokenizer)."""
@@ -115,7 +124,8 @@ class Engine:
                     "the same source with the same architecture, KV cache layout and tokenizer"
                 )
             single_row = open_session(single_row_dir / other.decoder_file, settings)
-        return cls(model_dir, manifest, session, max_samples=max_samples, single_row_session=single_row)
+        return cls(model_dir, manifest, session, max_samples=max_samples, single_row_session=single_row,
+                   device_selection=device_selection)
 
     # -- facts ---------------------------------------------------------------------------------
     @property
@@ -183,7 +193,7 @@ class Engine:
             lengths=np.zeros(1, dtype=np.int64),
             tokens=[[]],
             pending=[[]],
-            logits=np.zeros((1, arch.vocab_size), dtype=np.float32),
+            host_logits=np.zeros((1, arch.vocab_size), dtype=np.float32),
             device=self._device,
             _keepalive=[empty],
         )
@@ -248,8 +258,15 @@ class Engine:
                 for i in active:
                     finish[live[i]] = stopped
                 break
-            logits = state.logits if len(active) == state.rows else state.logits[active]
-            chosen, chosen_lp = select_tokens(logits, params, [rngs[live[i]] for i in active])
+            if self._selector is not None and not params.greedy and state.on_device(active):
+                uniforms = np.array([rngs[live[i]].random() for i in active])  # as select_tokens draws them
+                chosen, chosen_lp = self._selector.select(
+                    state.device_logits, np.asarray(active), params, uniforms, self.manifest.architecture.vocab_size)
+                with self._stats_lock:
+                    self.stats.device_selections += 1
+            else:
+                logits = state.logits if len(active) == state.rows else state.logits[active]
+                chosen, chosen_lp = select_tokens(logits, params, [rngs[live[i]] for i in active])
             feed: list[list[int]] = [[] for _ in range(state.rows)]
             accepted: list[tuple[int, int]] = []
             for j, i in enumerate(active):
@@ -346,8 +363,13 @@ class Engine:
         positions = state.lengths[:, None] + np.arange(width, dtype=np.int64)[None, :]
         mask = np.concatenate([state.mask, new_mask], axis=1)
         state.reserve(mask.shape[1])  # inplace layout: room for the new slots
-        logits, kv = self._run(ids, mask, positions, state.kv)
         fed = np.flatnonzero(counts)
+        if self._selector is not None and width == 1:  # a decode step: the logits stay where they are
+            logits_value, kv = self._run(ids, mask, positions, state.kv, logits_on_device=True)
+            state.keep_logits_on_device(logits_value, fed)
+            self._advance(state, kv, mask, counts)
+            return
+        logits, kv = self._run(ids, mask, positions, state.kv)
         # Decoders from router/modelbuild/graph.py return only each row's last position. When every
         # row was fed (every decode step but the last ones of a ragged batch) the fresh output
         # becomes the state's logits as it is: copying [64, 49152] floats took 2.8 ms.
@@ -355,6 +377,9 @@ class Engine:
             state.logits = logits[:, 0]
         else:
             state.logits[fed] = logits[fed, 0] if logits.shape[1] == 1 else logits[fed, counts[fed] - 1]
+        self._advance(state, kv, mask, counts)
+
+    def _advance(self, state: SequenceState, kv: list[ort.OrtValue], mask: np.ndarray, counts: np.ndarray) -> None:
         state.kv, state.mask = kv, mask
         state.lengths = state.lengths + counts
         state._keepalive = []
@@ -362,8 +387,11 @@ class Engine:
             self.stats.forward_calls += 1
 
     def _run(
-        self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, kv: list[ort.OrtValue]
-    ) -> tuple[np.ndarray, list[ort.OrtValue]]:
+        self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, kv: list[ort.OrtValue],
+        logits_on_device: bool = False,
+    ) -> tuple[np.ndarray | ort.OrtValue, list[ort.OrtValue]]:
+        """One forward pass: the logits ([rows, width, vocab]; an ``OrtValue`` on the decoder's
+        device with ``logits_on_device``, else a host array) and the new cache."""
         session = self._session
         if self._single_row is not None and ids.shape == (1, 1):
             session = self._single_row
@@ -375,14 +403,15 @@ class Engine:
         binding.bind_cpu_input("position_ids", np.ascontiguousarray(positions))
         for name, value in zip(self._past_names, kv, strict=True):
             binding.bind_ortvalue_input(name, value)
-        binding.bind_output("logits", "cpu")
+        binding.bind_output("logits", self._device if logits_on_device else "cpu")
         if self._inplace:  # present is past: the decoder writes the new slots into the same buffers
             for name, value in zip(self._present_names, kv, strict=True):
                 binding.bind_ortvalue_output(name, value)
             session.run_with_iobinding(binding)
-            return binding.get_outputs()[0].numpy(), kv
+            logits = binding.get_outputs()[0]
+            return (logits if logits_on_device else logits.numpy()), kv
         for name in self._present_names:
             binding.bind_output(name, self._device)
         session.run_with_iobinding(binding)
         outputs = binding.get_outputs()
-        return outputs[0].numpy(), list(outputs[1:])
+        return (outputs[0] if logits_on_device else outputs[0].numpy()), list(outputs[1:])

@@ -6,7 +6,11 @@ on the padding beside it. That is what lets one batch carry forks of a tree sear
 have different lengths.
 
 Invariant: every token of ``tokens[r]`` is in the cache except the trailing ``pending[r]``;
-``logits[r]`` predicts the token after ``tokens[r]`` whenever ``pending[r]`` is empty.
+``logits[r]`` predicts the token after ``tokens[r]`` whenever ``pending[r]`` is empty. When an
+accelerator selects the tokens (:mod:`router.engine.device_select`), a decode step's logits stay on
+the device (``device_logits``) and come to the host only if something reads ``logits``. A row the
+step did not feed (finished, or left out of a ragged extend) keeps its earlier logits on the host
+(``held_logits``), since the pass wrote padding into its row of ``device_logits``.
 
 Two cache layouts, by the decoder's build (``Manifest.kv_cache``): ``concat`` caches are exactly
 ``slots`` long and each forward pass returns new ones; ``inplace`` caches are host ``buffers`` of
@@ -30,10 +34,43 @@ class SequenceState:
     lengths: np.ndarray  # [rows] real tokens in the cache = next position id
     tokens: list[list[int]]
     pending: list[list[int]]
-    logits: np.ndarray  # [rows, vocab] float32
+    host_logits: np.ndarray | None  # [rows, vocab] float32; None while only ``device_logits`` hold them
     device: str = "cpu"
     _keepalive: list[Any] = field(default_factory=list, repr=False)
     buffers: list[np.ndarray] | None = field(default=None, repr=False)  # inplace layout: what ``kv`` wraps
+    device_logits: ort.OrtValue | None = field(default=None, repr=False)  # [rows, 1, vocab], the last pass's
+    held_logits: dict[int, np.ndarray] = field(default_factory=dict, repr=False)  # rows it did not feed
+
+    @property
+    def logits(self) -> np.ndarray:
+        """[rows, vocab] float32 on the host (copied from the device on first read, if they are there)."""
+        if self.host_logits is None:
+            if self.device_logits is None:
+                raise RuntimeError("sequence state holds no logits")
+            host = np.array(self.device_logits.numpy()[:, -1])
+            for row, held in self.held_logits.items():
+                host[row] = held
+            self.host_logits = host
+        return self.host_logits
+
+    @logits.setter
+    def logits(self, value: np.ndarray) -> None:
+        self.host_logits, self.device_logits, self.held_logits = value, None, {}
+
+    def keep_logits_on_device(self, value: ort.OrtValue, fed: np.ndarray) -> None:
+        """A decode pass's logits, left where the decoder wrote them; the rows it did not feed
+        (not in ``fed``) keep the logits they had, on the host."""
+        unfed = set(range(self.rows)) - {int(r) for r in fed}
+        new_holds = unfed - self.held_logits.keys()
+        if new_holds:  # a row just left out: its logits from before this pass (copied once)
+            before = self.logits
+            self.held_logits.update({r: before[r].copy() for r in new_holds})
+        self.held_logits = {r: v for r, v in self.held_logits.items() if r in unfed}
+        self.host_logits, self.device_logits = None, value
+
+    def on_device(self, rows: list[int]) -> bool:
+        """Whether the logits of ``rows`` are on the device (and only there)."""
+        return self.device_logits is not None and not self.held_logits.keys() & set(rows)
 
     @property
     def rows(self) -> int:
@@ -86,7 +123,7 @@ class SequenceState:
             lengths=self.lengths[idx].copy(),
             tokens=[list(self.tokens[r]) for r in rows],
             pending=[list(self.pending[r]) for r in rows],
-            logits=self.logits[idx].copy(),
+            host_logits=self.logits[idx].copy(),
             device=self.device,
             _keepalive=keepalive if self.device == "cpu" else [],
         )
@@ -104,7 +141,7 @@ class SequenceState:
         state = SequenceState(
             kv=[], mask=np.ascontiguousarray(mask), lengths=self.lengths[idx].copy(),
             tokens=[list(self.tokens[r]) for r in rows], pending=[list(self.pending[r]) for r in rows],
-            logits=self.logits[idx].copy(), device=self.device,
+            host_logits=self.logits[idx].copy(), device=self.device,
         )
         state._set_buffers(buffers)
         return state

@@ -1,0 +1,85 @@
+"""Sampling where the logits are: the engine's token-selection extension point for accelerators.
+
+:class:`DeviceTokenSelector` runs the committed selection graphs (``artifacts/``, made by
+``scripts/build_token_selector.py`` from :mod:`router.modelbuild.selector`) on the decoder's
+execution provider, reading the logits the decoder left on the device. Only the chosen token ids
+and their log-probabilities come back to the host. The host keeps what decides reproducibility:
+one uniform draw per row per step from the same per-row generators as
+:func:`router.engine.sampling.select_tokens`, so a seed means the same on both paths. The draw
+itself is the same inverse CDF, in float32 on the device (the host sums in float64). So a token
+can differ where a uniform falls within rounding of the boundary between two tokens.
+
+Greedy steps stay on the host (one argmax per row is cheap there). The engine turns this on by
+itself on CUDA (``Engine(device_selection=None)``); tests force it on the CPU provider, where the
+same graphs run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from router.engine.manifest import sha256_file
+from router.engine.types import SamplingParams
+from router.errors import ModelIntegrityError
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CARD_FILE = "token_selector.json"
+BUILD_COMMAND = "python scripts/build_token_selector.py"
+
+
+def model_file(kind: str) -> str:
+    """File name of the ``kind`` selector (``full`` or ``truncated``)."""
+    return f"token_selector_{kind}.onnx"
+
+
+class DeviceTokenSelector:
+    """Picks one token per row from logits that stay on the device (an ``OrtValue``)."""
+
+    def __init__(self, providers: list[str], artifacts: Path = ARTIFACTS) -> None:
+        card_path = artifacts / CARD_FILE
+        try:
+            card = json.loads(card_path.read_text(encoding="utf-8"))
+            expected = dict(card["sha256"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelIntegrityError(f"token selector card {card_path} is unreadable ({exc}); run {BUILD_COMMAND}") \
+                from None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        # One thread that never spins: the few nodes left to the CPU (shapes) are tiny, and a pool
+        # spinning after each run took cores from the decoder's own pool (2x slower steps here).
+        options.intra_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        for kind in ("full", "truncated"):
+            path = artifacts / model_file(kind)
+            if not path.is_file() or sha256_file(path) != expected.get(path.name):
+                raise ModelIntegrityError(f"token selector {path} is missing or does not match {CARD_FILE}; "
+                                          f"run {BUILD_COMMAND}")
+            self._sessions[kind] = ort.InferenceSession(str(path), options, providers=providers)
+        self.providers = self._sessions["full"].get_providers()
+
+    def select(
+        self, logits: ort.OrtValue, rows: np.ndarray, params: SamplingParams, uniforms: np.ndarray, vocab: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens and log-probabilities for ``rows`` of ``logits`` ([rows, width, vocab], last
+        position used), one ``uniforms`` draw per row. ``params`` must not be greedy."""
+        truncated = 0 < params.top_k < vocab or params.top_p < 1.0
+        session = self._sessions["truncated" if truncated else "full"]
+        binding = session.io_binding()
+        binding.bind_ortvalue_input("logits", logits)
+        binding.bind_cpu_input("rows", np.ascontiguousarray(rows, dtype=np.int64))
+        binding.bind_cpu_input("uniforms", np.ascontiguousarray(uniforms, dtype=np.float64))
+        # Both forms, as the host's two paths scale: the full one multiplies, the truncated one divides.
+        binding.bind_cpu_input("temperature", np.array([params.temperature], dtype=np.float32))
+        binding.bind_cpu_input("inv_temperature", np.array([1.0 / params.temperature], dtype=np.float32))
+        binding.bind_cpu_input("top_k", np.array([params.top_k if 0 < params.top_k < vocab else vocab], np.float64))
+        binding.bind_cpu_input("top_p", np.array([params.top_p if params.top_p < 1.0 else 2.0], np.float64))
+        binding.bind_output("tokens", "cpu")
+        binding.bind_output("logprobs", "cpu")
+        session.run_with_iobinding(binding)
+        tokens, logprobs = binding.get_outputs()
+        return tokens.numpy(), logprobs.numpy().astype(np.float64)
