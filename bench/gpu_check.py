@@ -42,6 +42,7 @@ import router.engine.engine as engine_module  # noqa: E402
 from bench import machine  # noqa: E402
 from router.config import Settings  # noqa: E402
 from router.engine import Engine, SamplingParams  # noqa: E402
+from router.engine.device_select import ARTIFACTS, model_file  # noqa: E402
 from router.engine.session import CPU, CUDA, SessionSettings  # noqa: E402
 
 PROMPTS = [
@@ -256,8 +257,10 @@ def main() -> int:
         ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"], capture_output=True, text=True
     ).stdout.strip()
     placement = node_placement(model_dir / gpu.manifest.decoder_file)
+    selector_placement = {kind: node_placement(ARTIFACTS / model_file(kind)) for kind in ("full", "truncated")}
     report = {
         "placement": placement,
+        "selector_placement": selector_placement,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"gpu": gpu_name, "host": platform.node(), "python": platform.python_version(),
                     "cpu": machine.cpu_model(), "logical_cores": os.cpu_count(),
@@ -290,6 +293,10 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"Node placement: {placement['counts'] or placement['error'][:300]}. "
         + (f"On the CPU: {', '.join(cpu_nodes)}." if cpu_nodes else "No node on the CPU."),
+        "",
+        *[f"Token selector '{kind}' placement: {p['counts'] or p['error'][:200]}"
+          + (f"; on the CPU: {', '.join(p['cpu_nodes'])}." if p["cpu_nodes"] else ".")
+          for kind, p in report.get("selector_placement", {}).items()],
         "",
         "## Greedy parity with the CPU path",
         "",
