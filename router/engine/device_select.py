@@ -25,6 +25,7 @@ import onnxruntime as ort
 from router.engine.manifest import sha256_file
 from router.engine.types import SamplingParams
 from router.errors import ModelIntegrityError
+from router.modelbuild.selector import BLOCK, OUTPUTS, POOL
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CARD_FILE = "token_selector.json"
@@ -61,13 +62,27 @@ class DeviceTokenSelector:
                                           f"run {BUILD_COMMAND}")
             self._sessions[kind] = ort.InferenceSession(str(path), options, providers=providers)
         self.providers = self._sessions["full"].get_providers()
+        self._ranks = np.arange(POOL, dtype=np.float64)
 
     def select(
         self, logits: ort.OrtValue, rows: np.ndarray, params: SamplingParams, uniforms: np.ndarray, vocab: int
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """Tokens and log-probabilities for ``rows`` of ``logits`` ([rows, width, vocab], last
-        position used), one ``uniforms`` draw per row. ``params`` must not be greedy."""
-        truncated = 0 < params.top_k < vocab or params.top_p < 1.0
+        position used), one ``uniforms`` draw per row; ``params`` must not be greedy. None when a
+        row's support is larger than the sorted pool (a top-k above :data:`POOL`, or a nucleus
+        that does not end inside it): the caller selects on the host, with the same uniforms."""
+        k = params.top_k if 0 < params.top_k < vocab else vocab
+        truncated = k < vocab or params.top_p < 1.0
+        pool = min(vocab, POOL)
+        if truncated and pool < k < vocab:
+            return None
+        if truncated:
+            shape_info = [pool, 0, 0, 0]
+            limits = [1.0 if k < vocab else 0.0, 1.0 if k <= pool or pool == vocab else 0.0]
+        else:
+            blocks = -(-vocab // BLOCK)
+            shape_info = [len(rows), blocks, BLOCK, blocks * BLOCK - vocab]
+            limits = [blocks - 1.0, vocab - 1.0]
         session = self._sessions["truncated" if truncated else "full"]
         binding = session.io_binding()
         binding.bind_ortvalue_input("logits", logits)
@@ -76,10 +91,15 @@ class DeviceTokenSelector:
         # Both forms, as the host's two paths scale: the full one multiplies, the truncated one divides.
         binding.bind_cpu_input("temperature", np.array([params.temperature], dtype=np.float32))
         binding.bind_cpu_input("inv_temperature", np.array([1.0 / params.temperature], dtype=np.float32))
-        binding.bind_cpu_input("top_k", np.array([params.top_k if 0 < params.top_k < vocab else vocab], np.float64))
+        binding.bind_cpu_input("top_k", np.array([k], np.float64))
         binding.bind_cpu_input("top_p", np.array([params.top_p if params.top_p < 1.0 else 2.0], np.float64))
-        binding.bind_output("tokens", "cpu")
-        binding.bind_output("logprobs", "cpu")
+        binding.bind_cpu_input("shape_info", np.array(shape_info, dtype=np.int64))
+        binding.bind_cpu_input("limits", np.array(limits, dtype=np.float64))
+        binding.bind_cpu_input("ranks", self._ranks[:pool] if truncated else self._ranks[:1])
+        for name in OUTPUTS:
+            binding.bind_output(name, "cpu")
         session.run_with_iobinding(binding)
-        tokens, logprobs = binding.get_outputs()
-        return tokens.numpy(), logprobs.numpy().astype(np.float64)
+        tokens, logprobs, covered = (v.numpy() for v in binding.get_outputs())
+        if not covered.all():
+            return None
+        return tokens, logprobs.astype(np.float64)

@@ -258,15 +258,18 @@ class Engine:
                 for i in active:
                     finish[live[i]] = stopped
                 break
+            picked, uniforms = None, None
             if self._selector is not None and not params.greedy and state.on_device(active):
                 uniforms = np.array([rngs[live[i]].random() for i in active])  # as select_tokens draws them
-                chosen, chosen_lp = self._selector.select(
+                picked = self._selector.select(
                     state.device_logits, np.asarray(active), params, uniforms, self.manifest.architecture.vocab_size)
-                with self._stats_lock:
-                    self.stats.device_selections += 1
-            else:
+                if picked is not None:
+                    with self._stats_lock:
+                        self.stats.device_selections += 1
+            if picked is None:  # on the host (with the device's draws, if it handed the step back)
                 logits = state.logits if len(active) == state.rows else state.logits[active]
-                chosen, chosen_lp = select_tokens(logits, params, [rngs[live[i]] for i in active])
+                picked = select_tokens(logits, params, [rngs[live[i]] for i in active], uniforms)
+            chosen, chosen_lp = picked
             feed: list[list[int]] = [[] for _ in range(state.rows)]
             accepted: list[tuple[int, int]] = []
             for j, i in enumerate(active):

@@ -31,9 +31,12 @@ def row_generators(seed: int | None, rows: int) -> list[np.random.Generator]:
 
 
 def select_tokens(
-    logits: np.ndarray, params: SamplingParams, rngs: list[np.random.Generator]
+    logits: np.ndarray, params: SamplingParams, rngs: list[np.random.Generator], uniforms: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pick one token per row of ``logits`` ([rows, vocab]).
+
+    Sampling takes one uniform draw per row from its generator, or ``uniforms[row]`` when given
+    (draws already taken for the device's selector, which handed the step back).
 
     Returns the tokens and their log-probabilities under the model (log-softmax of the raw
     logits, whatever the temperature). A temperature below ``MIN_TEMPERATURE`` is greedy (see
@@ -47,12 +50,13 @@ def select_tokens(
         chosen = shifted.argmax(axis=1)
     elif params.top_k > 0 or params.top_p < 1.0:
         scaled = shifted if params.temperature == 1.0 else shifted / np.float32(params.temperature)
-        chosen = np.array([_sample_row(scaled[r], params, rngs[r]) for r in range(rows)], dtype=np.int64)
+        draws = uniforms if uniforms is not None else [rng.random() for rng in rngs]
+        chosen = np.array([_sample_row(scaled[r], params, draws[r]) for r in range(rows)], dtype=np.int64)
     else:  # the common case, vectorised: one exp and one cumsum for all rows
         if params.temperature != 1.0:
             weights = np.multiply(shifted, np.float32(1.0 / params.temperature), out=weights)
             np.exp(weights, out=weights)
-        chosen = _inverse_cdf(weights, np.array([rng.random() for rng in rngs]))
+        chosen = _inverse_cdf(weights, uniforms if uniforms is not None else np.array([rng.random() for rng in rngs]))
     logprobs = shifted[np.arange(rows), chosen].astype(np.float64) - log_norm
     return chosen, logprobs
 
@@ -80,11 +84,11 @@ def _inverse_cdf(weights: np.ndarray, uniforms: np.ndarray, block: int = 256) ->
     return np.minimum(hit * block + offset, vocab - 1)
 
 
-def _sample_row(scaled: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
-    """Inverse-CDF draw from the top-k / top-p support of one row of scaled logits (maximum 0)."""
+def _sample_row(scaled: np.ndarray, params: SamplingParams, uniform: float) -> int:
+    """Inverse-CDF draw (at ``uniform``) from the top-k / top-p support of one row of scaled logits (maximum 0)."""
     ids, weights = _truncated(scaled, params)
     cdf = np.cumsum(weights)
-    pick = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(cdf) - 1)
+    pick = min(int(np.searchsorted(cdf, uniform * cdf[-1], side="right")), len(cdf) - 1)
     return int(ids[pick])
 
 

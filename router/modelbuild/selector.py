@@ -34,8 +34,11 @@ from typing import Any
 
 OPSET = 18
 KINDS = ("full", "truncated")
-INPUTS = ("logits", "rows", "uniforms", "temperature", "inv_temperature", "top_k", "top_p")
-OUTPUTS = ("tokens", "logprobs")
+BLOCK = 256  # the full graph's two-level CDF: blocks of this many tokens
+POOL = 1024  # the truncated graph sorts only this many most likely tokens
+INPUTS = ("logits", "rows", "uniforms", "temperature", "inv_temperature", "top_k", "top_p", "shape_info",
+          "limits", "ranks")
+OUTPUTS = ("tokens", "logprobs", "covered")
 
 
 def selector_model(kind: str) -> Any:
@@ -49,15 +52,34 @@ def selector_model(kind: str) -> Any:
     nodes: list[onnx.NodeProto] = []
     consts = {
         "axis1": np.array([1], dtype=np.int64),
+        "axis2": np.array([2], dtype=np.int64),
         "last": np.array([-1], dtype=np.int64),
         "end": np.array([np.iinfo(np.int64).max], dtype=np.int64),
-        "two": np.array([2], dtype=np.int64),
         "one": np.array([1.0], dtype=np.float64),
+        "block_size": np.array([float(BLOCK)], dtype=np.float64),
+        "zero": np.array([0.0], dtype=np.float64),
+        "zero_i": np.array([0], dtype=np.int64),
+        "one_i": np.array([1], dtype=np.int64),
     }
 
     def node(op: str, inputs: list[str], output: str, **attrs: Any) -> str:
         nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
         return output
+
+    parts: set[str] = set()
+
+    def part(name: str, i: int) -> str:  # element i of a host-given vector, as a [1] tensor (made once)
+        out = f"{name}_{i}"
+        if out not in parts:
+            parts.add(out)
+            consts[f"i{i}"] = np.array([i], dtype=np.int64)
+            consts[f"j{i}"] = np.array([i + 1], dtype=np.int64)
+            node("Slice", [name, f"i{i}", f"j{i}"], out)
+        return out
+
+    def count_le(values: str, bound: str, out: str, axis: str = "axis1") -> str:  # entries <= bound, keepdims
+        le = node("Cast", [node("LessOrEqual", [values, bound], f"{out}_le")], f"{out}_f", to=TensorProto.DOUBLE)
+        return node("ReduceSum", [le, axis], out, keepdims=1)
 
     # The last position of the chosen rows: [k, vocab].
     picked = node("Gather", ["logits", "rows"], "picked", axis=0)
@@ -67,47 +89,75 @@ def selector_model(kind: str) -> Any:
     shifted = node("Sub", [x, top], "shifted")
     log_norm = node("Log", [node("ReduceSum", [node("Exp", [shifted], "exp_shifted"), "axis1"], "norm", keepdims=1)],
                     "log_norm")
-    # Scaled as the host scales (float32), then float64 from the weights on: a float32 running sum
-    # over 49k entries drifts by more than one token's share of a flat distribution.
+    # Scaled as the host scales (float32), then float64 from the weights on, as the host sums.
     if kind == "full":
         scaled = node("Mul", [shifted, "inv_temperature"], "scaled")
     else:
         scaled = node("Div", [shifted, "temperature"], "scaled")
     weights = node("Exp", [node("Cast", [scaled], "scaled_f64", to=TensorProto.DOUBLE)], "weights")
-    shape = node("Shape", [weights], "shape")
-    vocab = node("Slice", [shape, "axis1", "two"], "vocab")  # int64 [1]
+    u = node("Unsqueeze", ["uniforms", "axis1"], "u")
+    # ONNX Runtime's CUDA CumSum costs O(n^2) along its axis (a 49k-token running sum took 24 ms for
+    # 64 rows on an H200), so no running sum here is longer than BLOCK or POOL entries.
     if kind == "full":
-        support, order = weights, None
-        # At most the last token of the vocabulary (u * total can round up to total).
-        count = node("Cast", [vocab], "vocab_f", to=TensorProto.DOUBLE)
+        # The host's two-level inverse CDF (sampling._inverse_cdf): block sums, the block the
+        # target falls in, then a running sum inside that block. shape_info = [k, blocks, BLOCK,
+        # padding]; limits = [blocks - 1, vocab - 1].
+        pads = node("Concat", ["zero_i", "zero_i", "zero_i", part("shape_info", 3)], "pads", axis=0)
+        padded = node("Pad", [weights, pads], "padded")
+        blocks_shape = node("Concat", [part("shape_info", 0), part("shape_info", 1), part("shape_info", 2)],
+                            "blocks_shape", axis=0)
+        blocks = node("Reshape", [padded, blocks_shape], "blocks")
+        block_sums = node("ReduceSum", [blocks, "axis2"], "block_sums", keepdims=0)
+        block_cdf = node("CumSum", [block_sums, "axis1"], "block_cdf")
+        total = node("ReduceSum", [block_sums, "axis1"], "total", keepdims=1)
+        target = node("Mul", [u, total], "target")
+        hit = node("Min", [count_le(block_cdf, target, "blocks_passed"), part("limits", 0)], "hit")
+        hit_i = node("Cast", [hit], "hit_i", to=TensorProto.INT64)
+        before = node("GatherElements", [node("Sub", [block_cdf, block_sums], "block_start"), hit_i], "before", axis=1)
+        gather_shape = node("Concat", [part("shape_info", 0), "one_i", part("shape_info", 2)], "gather_shape", axis=0)
+        where = node("Expand", [node("Unsqueeze", [hit_i, "axis2"], "hit_3d"), gather_shape], "hit_block")
+        block = node("Squeeze", [node("GatherElements", [blocks, where], "block_3d", axis=1), "axis1"], "block")
+        inner = node("Add", [before, node("CumSum", [block, "axis1"], "block_running")], "inner")
+        offset = node("Min", [count_le(inner, target, "inner_passed"),
+                              node("Sub", ["block_size", "one"], "block_last")], "offset")
+        index = node("Min", [node("Add", [node("Mul", [hit, "block_size"], "block_first"), offset], "index_raw"),
+                             part("limits", 1)], "index_f")
+        token = node("Cast", [index], "token", to=TensorProto.INT64)
+        covered = node("Add", [node("Mul", [total, "zero"], "zeros"), "one"], "covered_2d")
     else:
+        # Sorted, only the POOL most likely tokens. ranks = [0, 1, ..., pool - 1]; shape_info[0] =
+        # pool; limits = [use the pool's own total (top-k set: the top k are all in the pool),
+        # covered whatever the mass (the pool holds the whole top-k or the whole vocabulary)].
         ranked, order = "ranked", "order"
-        nodes.append(helper.make_node("TopK", [weights, vocab], [ranked, order], name="sort", axis=1, largest=1,
-                                      sorted=1))
-        # Rank of each sorted entry (0, 1, ...): exact in float32 for any real vocabulary.
-        ones = node("ConstantOfShape", [shape], "ones", value=numpy_helper.from_array(consts["one"]))
-        rank = node("Sub", [node("CumSum", [ones, "axis1"], "count"), "one"], "rank")
-        in_k = node("Cast", [node("Less", [rank, "top_k"], "below_k")], "in_k", to=TensorProto.DOUBLE)
+        nodes.append(helper.make_node("TopK", [weights, part("shape_info", 0)], [ranked, order], name="sort", axis=1,
+                                      largest=1, sorted=1))
+        in_k = node("Cast", [node("Less", ["ranks", "top_k"], "below_k")], "in_k", to=TensorProto.DOUBLE)
         top_k_mass = node("Mul", [ranked, in_k], "top_k_weights")
+        pool_total = node("ReduceSum", [top_k_mass, "axis1"], "pool_total", keepdims=1)
+        full_total = node("ReduceSum", [weights, "axis1"], "full_total", keepdims=1)
+        use_pool = part("limits", 0)
+        total_k = node("Add", [node("Mul", [pool_total, use_pool], "pool_part"),
+                               node("Mul", [full_total, node("Sub", ["one", use_pool], "use_full")], "full_part")],
+                       "total_k")
         running = node("CumSum", [top_k_mass, "axis1"], "running")
-        total_k = node("ReduceSum", [top_k_mass, "axis1"], "total_k", keepdims=1)
         before = node("Div", [node("Sub", [running, top_k_mass], "mass_before_raw"), total_k], "mass_before")
         in_p = node("Cast", [node("Less", [before, "top_p"], "below_p")], "in_p", to=TensorProto.DOUBLE)
         support = node("Mul", [top_k_mass, in_p], "support")
-        count = node("ReduceSum", [node("Mul", [in_k, in_p], "kept"), "axis1"], "kept_count", keepdims=1)
-    cdf = node("CumSum", [support, "axis1"], "cdf")
-    total = node("ReduceSum", [support, "axis1"], "total", keepdims=1)
-    target = node("Mul", [node("Unsqueeze", ["uniforms", "axis1"], "u"), total], "target")
-    passed = node("ReduceSum", [node("Cast", [node("LessOrEqual", [cdf, target], "le")], "le_f", to=TensorProto.DOUBLE),
-                                "axis1"], "passed", keepdims=1)
-    index = node("Cast", [node("Min", [passed, node("Sub", [count, "one"], "last_index")], "index_f")], "index",
-                 to=TensorProto.INT64)
-    token = index if order is None else node("GatherElements", [order, index], "token", axis=1)
+        kept = node("ReduceSum", [node("Mul", [in_k, in_p], "kept"), "axis1"], "kept_count", keepdims=1)
+        # Covered: the nucleus ends inside the pool (its last entry is not kept), or the pool holds
+        # everything the host would look at.
+        last_kept = node("Slice", [in_p, "last", "end", "axis1"], "last_in_p")
+        covered = node("Max", [node("Sub", ["one", last_kept], "ends_inside"), part("limits", 1)], "covered_2d")
+        cdf = node("CumSum", [support, "axis1"], "cdf")
+        target = node("Mul", [u, node("ReduceSum", [support, "axis1"], "total", keepdims=1)], "target")
+        index = node("Min", [count_le(cdf, target, "passed"), node("Sub", [kept, "one"], "last_index")], "index_f")
+        token = node("GatherElements", [order, node("Cast", [index], "index", to=TensorProto.INT64)], "token", axis=1)
     token_shifted = node("GatherElements", [shifted, token], "token_shifted", axis=1)
     logprob = node("Sub", [token_shifted, log_norm], "token_logprob")
     nodes.append(helper.make_node("Squeeze", [token, "axis1"], ["tokens"], name="tokens"))
     nodes.append(helper.make_node("Squeeze", [logprob, "axis1"], ["logprobs"], name="logprobs"))
-    nodes = _used(nodes, {"tokens", "logprobs"})
+    nodes.append(helper.make_node("Squeeze", [covered, "axis1"], ["covered"], name="covered"))
+    nodes = _used(nodes, set(OUTPUTS))
 
     scalars = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("temperature", "inv_temperature")]
     scalars += [helper.make_tensor_value_info(n, TensorProto.DOUBLE, [1]) for n in ("top_k", "top_p")]
@@ -117,9 +167,13 @@ def selector_model(kind: str) -> Any:
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["rows_in", "width", "vocab"]),
          helper.make_tensor_value_info("rows", TensorProto.INT64, ["k"]),
          helper.make_tensor_value_info("uniforms", TensorProto.DOUBLE, ["k"]),
-         *scalars],
+         *scalars,
+         helper.make_tensor_value_info("shape_info", TensorProto.INT64, [4]),
+         helper.make_tensor_value_info("limits", TensorProto.DOUBLE, [2]),
+         helper.make_tensor_value_info("ranks", TensorProto.DOUBLE, ["pool"])],
         [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["k"]),
-         helper.make_tensor_value_info("logprobs", TensorProto.FLOAT, ["k"])],
+         helper.make_tensor_value_info("logprobs", TensorProto.FLOAT, ["k"]),
+         helper.make_tensor_value_info("covered", TensorProto.DOUBLE, ["k"])],
         initializer=[numpy_helper.from_array(v, name=k) for k, v in consts.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="router")

@@ -17,9 +17,10 @@ import pytest
 
 from router.engine import Engine, SamplingParams
 from router.engine.device_select import ARTIFACTS, DeviceTokenSelector, model_file
-from router.engine.sampling import row_generators, select_tokens
+from router.engine.sampling import _truncated, row_generators, select_tokens
 from router.engine.session import CPU, SessionSettings
 from router.errors import ModelIntegrityError
+from router.modelbuild.selector import POOL
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT = "Count the letters in the word banana."
@@ -46,9 +47,17 @@ def test_the_device_graphs_pick_the_hosts_tokens(selector: DeviceTokenSelector, 
     logits = (np.random.default_rng(int(scale * 10)).standard_normal((rows, 1, vocab)) * scale).astype(np.float32)
     want, want_lp = select_tokens(logits[:, 0].copy(), params, row_generators(7, rows))
     uniforms = np.array([g.random() for g in row_generators(7, rows)])
-    got, got_lp = selector.select(ort.OrtValue.ortvalue_from_numpy(logits), np.arange(rows), params, uniforms, vocab)
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_allclose(got_lp, want_lp, atol=1e-4)
+    got = selector.select(ort.OrtValue.ortvalue_from_numpy(logits), np.arange(rows), params, uniforms, vocab)
+    # The step is handed back exactly when some row's support is larger than the sorted pool.
+    shifted = logits[:, 0] - logits[:, 0].max(axis=1, keepdims=True)
+    support = max(len(_truncated(row / np.float32(params.temperature), params)[0]) for row in shifted)
+    truncated = params.top_k > 0 or params.top_p < 1.0
+    assert (got is None) == (truncated and support > POOL), support
+    if got is not None:
+        np.testing.assert_array_equal(got[0], want)
+        np.testing.assert_allclose(got[1], want_lp, atol=1e-4)
+        tokens, _ = select_tokens(logits[:, 0].copy(), params, row_generators(99, rows), uniforms)
+        np.testing.assert_array_equal(tokens, want)  # the host, given the device's draws, agrees
 
 
 def test_a_subset_of_rows_in_any_order(selector: DeviceTokenSelector) -> None:
@@ -57,8 +66,9 @@ def test_a_subset_of_rows_in_any_order(selector: DeviceTokenSelector) -> None:
     params = SamplingParams(temperature=0.8, top_p=0.9)
     want, _ = select_tokens(logits[rows, 0].copy(), params, row_generators(3, 3))
     uniforms = np.array([g.random() for g in row_generators(3, 3)])
-    got, _ = selector.select(ort.OrtValue.ortvalue_from_numpy(logits), rows, params, uniforms, 500)
-    np.testing.assert_array_equal(got, want)
+    got = selector.select(ort.OrtValue.ortvalue_from_numpy(logits), rows, params, uniforms, 500)
+    assert got is not None
+    np.testing.assert_array_equal(got[0], want)
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +143,16 @@ def test_rows_left_out_of_a_one_token_pass_keep_their_logits(engines: tuple[Engi
     (host_logits, host_tokens), (device_logits, device_tokens) = runs
     np.testing.assert_allclose(device_logits, host_logits, atol=1e-5)
     assert device_tokens == host_tokens
+
+
+def test_a_step_handed_back_is_selected_on_the_host_with_the_same_draws(
+    engines: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, device = engines
+    assert device._selector is not None
+    monkeypatch.setattr(device._selector, "select", lambda *args: None)  # as for a support beyond the pool
+    before = device.stats.device_selections
+    params = SamplingParams(temperature=0.8, top_p=0.9, max_new_tokens=16, seed=21)
+    a, b = (e.generate(PROMPT, params, n=4) for e in engines)
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]
+    assert device.stats.device_selections == before
