@@ -42,8 +42,10 @@ class EngineSettings(BaseModel):
     # 1.14x faster single passes, same tokens, +390 MB peak RSS here); "" = off. See README, Models.
     single_row_model: str = ""
     # Sampled tokens picked on the decoder's device (router/engine/device_select.py): None = on
-    # CUDA only (the host's selection was 71 % of an n=64 step there), true/false to force it.
+    # CUDA only (the host's selection was 71 % of an n=64 step there), true/false to force it;
+    # in decode steps of at least device_selection_min_rows rows (below, the host is as fast).
     device_selection: bool | None = None
+    device_selection_min_rows: int = Field(default=32, ge=1)
 
     def session(self) -> SessionSettings:
         return SessionSettings(
@@ -117,4 +119,5 @@ class Settings(BaseSettings):
         from router.engine import Engine
 
         return Engine.load(model_dir or self.model_dir(), self.engine.session(), self.engine.max_samples,
-                           self.single_row_dir(), device_selection=self.engine.device_selection)
+                           self.single_row_dir(), device_selection=self.engine.device_selection,
+                           device_selection_min_rows=self.engine.device_selection_min_rows)

@@ -75,7 +75,7 @@ def test_a_subset_of_rows_in_any_order(selector: DeviceTokenSelector) -> None:
 def engines(tiny_dir: Path, tiny_hf) -> tuple[Engine, Engine]:
     settings = SessionSettings(providers=(CPU,))
     return (Engine.load(tiny_dir, settings, max_samples=16),
-            Engine.load(tiny_dir, settings, max_samples=16, device_selection=True))
+            Engine.load(tiny_dir, settings, max_samples=16, device_selection=True, device_selection_min_rows=1))
 
 
 @pytest.mark.parametrize("params", [
@@ -156,3 +156,13 @@ def test_a_step_handed_back_is_selected_on_the_host_with_the_same_draws(
     a, b = (e.generate(PROMPT, params, n=4) for e in engines)
     assert [c.token_ids for c in a] == [c.token_ids for c in b]
     assert device.stats.device_selections == before
+
+
+def test_batches_below_the_row_threshold_select_on_the_host(tiny_dir: Path, tiny_hf) -> None:
+    engine = Engine.load(tiny_dir, SessionSettings(providers=(CPU,)), max_samples=16, device_selection=True,
+                         device_selection_min_rows=8)
+    params = SamplingParams(temperature=1.0, max_new_tokens=6, seed=2)
+    engine.generate(PROMPT, params, n=4)
+    assert engine.stats.device_selections == 0
+    engine.generate(PROMPT, params, n=8)
+    assert engine.stats.device_selections > 0
