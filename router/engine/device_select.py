@@ -6,12 +6,14 @@ execution provider, reading the logits the decoder left on the device. Only the 
 and their log-probabilities come back to the host. The host keeps what decides reproducibility:
 one uniform draw per row per step from the same per-row generators as
 :func:`router.engine.sampling.select_tokens`, so a seed means the same on both paths. The draw
-itself is the same inverse CDF, in float32 on the device (the host sums in float64). So a token
-can differ where a uniform falls within rounding of the boundary between two tokens.
+itself is the same inverse CDF, summed in float64 as the host sums, so a token can differ only
+where a uniform falls within rounding of the boundary between two tokens (no row did in the
+tests or on the H200). A top-k or nucleus larger than the sorted pool hands the step back to the
+host, which selects with the same draws.
 
 Greedy steps stay on the host (one argmax per row is cheap there). The engine turns this on by
-itself on CUDA (``Engine(device_selection=None)``); tests force it on the CPU provider, where the
-same graphs run.
+itself on CUDA for batches of at least ``DEVICE_SELECTION_MIN_ROWS`` rows; tests force it on the
+CPU provider, where the same graphs run.
 """
 
 from __future__ import annotations
