@@ -133,14 +133,19 @@ class InProcess:
         from router.evaluation.runner import run_plan
 
         plan = self.plan(text, policy, level)
+        # The checks the policy loader makes, for policy sets built in code: a strategy's own
+        # ValueError is then a bug to see, not a configuration to blame.
+        from router.strategies import get_strategy
+
+        if problems := get_strategy(plan.strategy).check_options(plan.options):
+            raise LevelError(f"level '{plan.level}' (strategy {plan.strategy}) of policy '{plan.policy}' cannot run "
+                             f"with its options: {'; '.join(problems)}")
         try:
             outcome, latency_ms = run_plan(self.engine, plan, text)
         except InvalidArgumentError as exc:
             if exc.field.startswith("options.") or exc.field in CONFIG_FIELDS:
                 raise LevelError(_level_problem(plan, exc)) from exc
             raise
-        except (ValueError, TypeError) as exc:  # a strategy reading an option it cannot use
-            raise LevelError(_level_problem(plan, exc)) from exc
         return _from_outcome(plan, outcome, latency_ms, self.engine.name, self.max_new_tokens)
 
 

@@ -351,9 +351,23 @@ def test_a_level_that_cannot_run_with_its_options_stops_the_run_naming_it(
                    for lv in fixed.levels)
     target = InProcess(tiny, PolicySet([dataclasses.replace(fixed, levels=levels)], "fixed"))
     out = tmp_path / "out.jsonl"
-    with pytest.raises(eval_cli.EvalError, match="level 'self_consistency' .* option 'wave: banana'"):
+    refused = "level 'self_consistency' .* wave: must be an integer >= 1, got 'banana'"
+    with pytest.raises(eval_cli.EvalError, match=refused):
         eval_cli.run_eval(load(["gen:addition"], n=1).items, target, [("self_consistency", "self_consistency")], out,
                           policy="fixed")
+
+
+def test_a_strategy_bug_is_not_blamed_on_the_level_options(
+    tmp_path: Path, tiny: Engine, policy_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise ValueError("a bug inside the strategy")
+
+    monkeypatch.setattr("router.strategies.self_consistency.SelfConsistency.run", broken)
+    target = InProcess(tiny, load_policies(policy_file))
+    with pytest.raises(ValueError, match="a bug inside the strategy"):
+        eval_cli.run_eval(load(["gen:addition"], n=1).items, target, [("self_consistency", "self_consistency")],
+                          tmp_path / "out.jsonl", policy="fixed")
 
 
 # ------------------------------------------------------------------------------------ robustness
