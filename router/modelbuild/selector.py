@@ -8,24 +8,31 @@ one token id and its log-probability per row, so only a few bytes per row cross 
 They do what :func:`router.engine.sampling.select_tokens` does for sampling (greedy stays on the
 host: an argmax over one row is cheap there):
 
-- ``full`` (no top-k, no top-p): the inverse CDF over the vocabulary in index order, as the host's
-  vectorised path does, so a row given the host's uniform picks the host's token, up to float32
-  rounding at the boundary between two tokens (the host sums in float64).
-- ``truncated`` (top-k and/or top-p): the vocabulary sorted by probability, the top ``k`` kept,
-  then the smallest prefix of the renormalised top-k mass reaching ``top_p`` (a token is kept
-  when the mass before it is below ``top_p``: the host's ``searchsorted(mass, top_p) + 1``), then
-  the inverse CDF over what is kept, in that sorted order, as the host's per-row path does.
+- ``full`` (no top-k, no top-p): the host's two-level inverse CDF over the vocabulary in index
+  order (block sums of :data:`BLOCK` tokens, the block the target falls in, a running sum inside
+  it), so a row given the host's uniform picks the host's token.
+- ``truncated`` (top-k and/or top-p): the :data:`POOL` most likely tokens, sorted; the top ``k``
+  kept, then the smallest prefix of the renormalised top-k mass reaching ``top_p`` (a token is
+  kept when the mass before it is below ``top_p``: the host's ``searchsorted(mass, top_p) + 1``),
+  then the inverse CDF over what is kept, in that order, as the host's per-row path does. Output
+  ``covered`` is 0 for a row whose nucleus does not end inside the pool: the engine then selects
+  that step on the host, with the same uniforms.
 
-Both graphs take the same inputs: ``logits`` [rows, width, vocab] (the decoder's output; the last
-position is used), ``rows`` int64 [k] (which rows to select for), ``uniforms`` float64 [k] (one
-draw per row from the host's per-row generators, so a seed means the same on both paths),
-``temperature`` and ``inv_temperature`` (float32 [1]: the full graph multiplies, the truncated
-one divides, as the host's two paths do), ``top_k`` and ``top_p`` (float64 [1]; top_k = vocab
-for none, top_p > 1 for none). The weights are float64 from the exponential on. Outputs:
-``tokens`` int64 [k] and ``logprobs`` float32 [k] (log-softmax of the raw logits, whatever the
-temperature). The vocabulary size is read from the logits' shape, so one
-pair of graphs serves every model; they are small, and committed with the sha256 the engine
-checks (``router/engine/artifacts``, written by ``scripts/build_token_selector.py``).
+No running sum is longer than BLOCK or POOL entries: ONNX Runtime's CUDA ``CumSum`` is quadratic
+along its axis (over the whole vocabulary it took 24 ms per n=64 step on an H200). The weights
+are float64 from the exponential on: float32 running sums drifted past token boundaries.
+
+Inputs: ``logits`` [rows, width, vocab] (the decoder's output; the last position is used),
+``rows`` int64 [k] (which rows to select for), ``uniforms`` float64 [k] (one draw per row from the
+host's per-row generators, so a seed means the same on both paths), ``temperature`` and
+``inv_temperature`` (float32 [1]: the full graph multiplies, the truncated one divides, as the
+host's two paths do), ``top_k`` and ``top_p`` (float64 [1]; top_k = vocab for none, top_p > 1 for
+none), and shapes the host computes (``shape_info`` int64 [4], ``limits`` float64 [2], ``ranks``
+float64 [pool]; :meth:`router.engine.device_select.DeviceTokenSelector.select` fills them). Each
+graph ignores the inputs it does not need. Outputs: ``tokens`` int64 [k], ``logprobs`` float32
+[k] (log-softmax of the raw logits, whatever the temperature) and ``covered`` float64 [k]. One
+pair of graphs serves every vocabulary size; they are small, and committed with the sha256 the
+engine checks (``router/engine/artifacts``, written by ``scripts/build_token_selector.py``).
 """
 
 from __future__ import annotations
