@@ -24,6 +24,7 @@ The engine knows ONNX Runtime, the tokenizer and sampling; it knows nothing of p
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ from router.engine.tokenizer import ChatTokenizer
 from router.engine.types import CancelToken, Completion, FinishReason, Prompt, SamplingParams
 from router.errors import InvalidArgumentError, ModelIntegrityError, ProviderUnavailableError
 
+log = logging.getLogger(__name__)
 TokenCallback = Callable[[list[tuple[int, int]]], None]
 # Below this many rows the host selects as fast (H200, gpu_check at 0e88c7e: n=8 964 vs 986 tokens/s,
 # n=16 1844 vs 1898; from n=32 the device wins: 3018 vs 1778, and n=64 6042 vs 2188).
@@ -100,8 +102,14 @@ class Engine:
             )
         self._selector: DeviceTokenSelector | None = None
         self._selector_min_rows = max(1, device_selection_min_rows)
-        if device_selection or (device_selection is None and self._device != "cpu"):
+        if device_selection:
             self._selector = DeviceTokenSelector(session.get_providers())
+        elif device_selection is None and self._device != "cpu":
+            try:
+                self._selector = DeviceTokenSelector(session.get_providers())
+            except (ModelIntegrityError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:  # serve without it
+                log.warning("sampled tokens will be selected on the host: the device's selector did not load (%s)",
+                            exc)
 
     @classmethod
     def load(

@@ -166,3 +166,25 @@ def test_batches_below_the_row_threshold_select_on_the_host(tiny_dir: Path, tiny
     assert engine.stats.device_selections == 0
     engine.generate(PROMPT, params, n=8)
     assert engine.stats.device_selections > 0
+
+
+class _CudaSession:
+    """What a session on the CUDA provider reports (there is no GPU here to open one)."""
+
+    def get_providers(self) -> list[str]:
+        return ["CUDAExecutionProvider", CPU]
+
+
+def test_on_cuda_a_selector_that_does_not_load_leaves_selection_on_the_host(
+    tiny: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(providers: list[str]) -> DeviceTokenSelector:
+        raise ModelIntegrityError("token selector missing; run python scripts/build_token_selector.py")
+
+    monkeypatch.setattr("router.engine.engine.DeviceTokenSelector", broken)
+    with caplog.at_level("WARNING"):
+        engine = Engine(tiny.model_dir, tiny.manifest, _CudaSession())  # on by default on CUDA
+    assert engine._selector is None
+    assert "selected on the host" in caplog.text
+    with pytest.raises(ModelIntegrityError, match="build_token_selector"):  # asked for: an error
+        Engine(tiny.model_dir, tiny.manifest, _CudaSession(), device_selection=True)
