@@ -17,6 +17,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from router.engine.engine import DEVICE_SELECTION_MIN_ROWS
 from router.engine.session import CPU, CUDA, SessionSettings
 from router.modelbuild.catalog import DEFAULT_MODEL
 
@@ -45,7 +46,7 @@ class EngineSettings(BaseModel):
     # CUDA only (the host's selection was 71 % of an n=64 step there), true/false to force it;
     # in decode steps of at least device_selection_min_rows rows (below, the host is as fast).
     device_selection: bool | None = None
-    device_selection_min_rows: int = Field(default=32, ge=1)
+    device_selection_min_rows: int = Field(default=DEVICE_SELECTION_MIN_ROWS, ge=1)
 
     def session(self) -> SessionSettings:
         return SessionSettings(

@@ -60,6 +60,9 @@ class SequenceState:
     def keep_logits_on_device(self, value: ort.OrtValue, fed: np.ndarray) -> None:
         """A decode pass's logits, left where the decoder wrote them; the rows it did not feed
         (not in ``fed``) keep the logits they had, on the host."""
+        if len(fed) == self.rows and not self.held_logits:  # every decode step but a ragged batch's last
+            self.host_logits, self.device_logits = None, value
+            return
         unfed = set(range(self.rows)) - {int(r) for r in fed}
         new_holds = unfed - self.held_logits.keys()
         if new_holds:  # a row just left out: its logits from before this pass (copied once)

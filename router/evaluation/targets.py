@@ -87,6 +87,7 @@ class InProcess:
         self.max_new_tokens = max_new_tokens
         self.accelerated = engine.accelerated
         self._decider: Decider | None = None
+        self._options_checked: set[tuple[str, str]] = set()
 
     def _hints(self, policy: str, level: str) -> Hints:
         return Hints(policy=policy, level=level,
@@ -133,13 +134,7 @@ class InProcess:
         from router.evaluation.runner import run_plan
 
         plan = self.plan(text, policy, level)
-        # The checks the policy loader makes, for policy sets built in code: a strategy's own
-        # ValueError is then a bug to see, not a configuration to blame.
-        from router.strategies import get_strategy
-
-        if problems := get_strategy(plan.strategy).check_options(plan.options):
-            raise LevelError(f"level '{plan.level}' (strategy {plan.strategy}) of policy '{plan.policy}' cannot run "
-                             f"with its options: {'; '.join(problems)}")
+        self._check_options(plan)
         try:
             outcome, latency_ms = run_plan(self.engine, plan, text)
         except InvalidArgumentError as exc:
@@ -148,14 +143,29 @@ class InProcess:
             raise
         return _from_outcome(plan, outcome, latency_ms, self.engine.name, self.max_new_tokens)
 
+    def _check_options(self, plan: Plan) -> None:
+        """The check the policy loader makes, once per level, for policy sets built in code: a
+        strategy's own ValueError is then a bug to see, not a configuration to blame."""
+        from router.strategies import get_strategy
+
+        key = (plan.policy, plan.level)
+        if key in self._options_checked:
+            return
+        if problems := get_strategy(plan.strategy).check_options(plan.options):
+            raise LevelError(f"{_cannot_run(plan)} options: {'; '.join(problems)}")
+        self._options_checked.add(key)
+
+
+def _cannot_run(plan: Plan) -> str:
+    return f"level '{plan.level}' (strategy {plan.strategy}) of policy '{plan.policy}' cannot run with its"
+
 
 def _level_problem(plan: Plan, exc: Exception) -> str:
     """Which level failed and, where the error quotes one of its option values, which option."""
     message = str(exc)
     suspects = [f"'{k}: {v}'" for k, v in plan.options.items() if repr(v) in message or repr(str(v)) in message]
     named = f"option {suspects[0]}" if len(suspects) == 1 else f"options {dict(plan.options)}"
-    return (f"level '{plan.level}' (strategy {plan.strategy}) of policy '{plan.policy}' cannot run with its "
-            f"{named}: {type(exc).__name__}: {message}")
+    return f"{_cannot_run(plan)} {named}: {type(exc).__name__}: {message}"
 
 
 def _from_outcome(plan: Plan, outcome: Outcome, latency_ms: float, model: str, max_new_tokens: int) -> Answered:

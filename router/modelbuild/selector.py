@@ -164,7 +164,6 @@ def selector_model(kind: str) -> Any:
     nodes.append(helper.make_node("Squeeze", [token, "axis1"], ["tokens"], name="tokens"))
     nodes.append(helper.make_node("Squeeze", [logprob, "axis1"], ["logprobs"], name="logprobs"))
     nodes.append(helper.make_node("Squeeze", [covered, "axis1"], ["covered"], name="covered"))
-    nodes = _used(nodes, set(OUTPUTS))
 
     scalars = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("temperature", "inv_temperature")]
     scalars += [helper.make_tensor_value_info(n, TensorProto.DOUBLE, [1]) for n in ("top_k", "top_p")]
@@ -188,12 +187,3 @@ def selector_model(kind: str) -> Any:
     onnx.checker.check_model(model, full_check=True)
     return model
 
-
-def _used(nodes: list, outputs: set[str]) -> list:
-    """``nodes`` without those whose outputs nothing reads (in order)."""
-    needed, kept = set(outputs), []
-    for n in reversed(nodes):
-        if any(o in needed for o in n.output):
-            kept.append(n)
-            needed.update(n.input)
-    return list(reversed(kept))
