@@ -11,6 +11,9 @@ What it checks (the CPU machines here cannot):
 - greedy tokens equal the CPU path's on 3 prompts x 64 tokens, and after a fork (first divergence
   reported);
 - tokens/s on CUDA next to CPU in the same run: greedy batch 1, and sampling at n = 1 ... 64;
+- the device-selection threshold: tokens/s with tokens selected on the device at every batch size,
+  on the host at every batch size, and as the engine does by default (on the device from
+  ``DEVICE_SELECTION_MIN_ROWS`` rows), interleaved row count by row count in one process;
 - where a decode step's time goes at n = 1, 8, 64: inside ONNX Runtime, in token selection on the
   host, and the rest (Python, IOBinding), and ONNX Runtime's own per-operator profile of one
   decode step on CUDA. This is what says what to optimise next on a GPU.
@@ -53,6 +56,7 @@ PROMPTS = [
 STORY = PROMPTS[1]
 SCALING_N = (1, 8, 16, 32, 64)
 BREAKDOWN_N = (1, 8, 64)
+SWEEP_N = (8, 16, 24, 32, 48, 64)
 
 
 def tokens_per_s(engine: Engine, prompt: str, params: SamplingParams, n: int, repeats: int) -> float:
@@ -62,6 +66,35 @@ def tokens_per_s(engine: Engine, prompt: str, params: SamplingParams, n: int, re
         comps = engine.generate(prompt, params, n=n)
         rates.append(sum(c.completion_tokens for c in comps) / (time.perf_counter() - start))
     return statistics.median(rates)
+
+
+def selection_sweep(engines: dict[str, Engine], params: SamplingParams, ns: tuple[int, ...],
+                    repeats: int) -> dict[str, Any]:
+    """Tokens/s per row count for each engine, and on which side the default engine selected.
+
+    The engines take turns on every row count in every repeat, so drift over the run lands on all
+    of them alike; medians of ``repeats``.
+    """
+    rates: dict[str, dict[int, list[float]]] = {name: {n: [] for n in ns} for name in engines}
+    on_device: dict[int, list[float]] = {n: [] for n in ns}
+    for _ in range(repeats):
+        for n in ns:
+            for name, eng in engines.items():
+                steps, selected = eng.stats.decode_steps, eng.stats.device_selections
+                start = time.perf_counter()
+                comps = eng.generate(STORY, params, n=n)
+                rates[name][n].append(sum(c.completion_tokens for c in comps) / (time.perf_counter() - start))
+                if name == "default":
+                    on_device[n].append((eng.stats.device_selections - selected)
+                                        / max(1, eng.stats.decode_steps - steps))
+    tok_s = {name: {str(n): round(statistics.median(v), 1) for n, v in by_n.items()} for name, by_n in rates.items()}
+    device, host = tok_s["device"], tok_s["host"]
+    # The smallest row count from which the device side is faster at every larger count measured.
+    faster = [int(n) for n in device if all(device[m] > host[m] for m in device if int(m) >= int(n))]
+    return {"params": f"T={params.temperature}, top_p={params.top_p}", "tok_s": tok_s,
+            "default_device_share": {str(n): round(statistics.median(v), 3) for n, v in on_device.items()},
+            "device_faster_from": min(faster) if faster else None,
+            "default_min_rows": engine_module.DEVICE_SELECTION_MIN_ROWS}
 
 
 _PLACED = re.compile(r"Node\(s\) placed on \[(\w+)\]\. Number of nodes: (\d+)")
@@ -221,6 +254,7 @@ def main() -> int:
     # DEVICE_SELECTION_MIN_ROWS rows: this run is what that threshold comes from).
     gpu = Engine.load(model_dir, on_gpu, device_selection=True, device_selection_min_rows=1)
     gpu_host = Engine.load(model_dir, on_gpu, device_selection=False)  # the same, selection on the host
+    default = Engine.load(model_dir, on_gpu)  # as the server runs it: device selection from the threshold
     cpu = Engine.load(model_dir, SessionSettings(providers=(CPU,)))
     greedy = SamplingParams(max_new_tokens=64)
     parity = []
@@ -252,6 +286,8 @@ def main() -> int:
             speed[dev][f"n{n}_sampling_tok_s"] = round(tokens_per_s(eng, STORY, sample, n, args.repeats), 1)
         if eng is not cpu:
             speed[dev]["n64_top_p_0.95_tok_s"] = round(tokens_per_s(eng, STORY, nucleus, 64, args.repeats), 1)
+    sweep = [selection_sweep({"device": gpu, "host": gpu_host, "default": default}, params, SWEEP_N, args.repeats)
+             for params in (nucleus, sample)]
     breakdown = {f"n{n}": step_breakdown(gpu, n) for n in BREAKDOWN_N}
     breakdown.update({f"n{n}, host selection": step_breakdown(gpu_host, n) for n in BREAKDOWN_N})
     profiles = [op_profile(gpu, rows, 100) for rows in (1, 64)]
@@ -272,6 +308,7 @@ def main() -> int:
         "parity": parity,
         "sampling_parity": sampling_parity,
         "speed": speed,
+        "selection_sweep": sweep,
         "step_breakdown_ms": breakdown,
         "op_profiles": profiles,
         "peak_rss_mb": round(machine.peak_rss_mb(), 1),
@@ -323,6 +360,9 @@ def render(report: dict[str, Any]) -> str:
         "|---|" + "---|" * len(speed["cuda"]),
         *[f"| {dev} | " + " | ".join(str(s.get(k, "")) for k in speed["cuda"]) + " |" for dev, s in speed.items()],
         "",
+        "## Device-selection threshold (64 new tokens; engines interleaved per row count)",
+        "",
+        *[line for sw in report.get("selection_sweep", []) for line in render_sweep(sw)],
         "## Where a CUDA decode step goes (ms per forward pass, one generation of 64 tokens)",
         "",
         "| n | total | decoder pass (ONNX Runtime) | token selection | rest (Python, binding) |",
@@ -338,6 +378,20 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"- rows {prof['rows']}: wall {prof['wall_ms']} ms per step, "
                      f"kernels {prof['kernel_ms']} ms: {tops}")
     return "\n".join(lines) + "\n"
+
+
+def render_sweep(sw: dict[str, Any]) -> list[str]:
+    ns = list(sw["tok_s"]["device"])
+    lines = [f"Sampling {sw['params']}; tokens/s (medians):", "",
+             "| selection | " + " | ".join(f"n={n}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
+    lines += [f"| {name} | " + " | ".join(str(by_n[n]) for n in ns) + " |" for name, by_n in sw["tok_s"].items()]
+    lines.append("| default: share of steps selected on the device | "
+                 + " | ".join(str(sw["default_device_share"][n]) for n in ns) + " |")
+    faster = (f"from n={sw['device_faster_from']} on (at every larger n measured)" if sw["device_faster_from"]
+              else "at none of the row counts measured")
+    lines += ["", f"Device selection is faster than host selection {faster}; the engine's default threshold is "
+                  f"{sw['default_min_rows']} rows.", ""]
+    return lines
 
 
 if __name__ == "__main__":
