@@ -44,7 +44,7 @@ class EngineSettings(BaseModel):
     single_row_model: str = ""
     # Sampled tokens picked on the decoder's device (router/engine/device_select.py): None = on
     # CUDA only (the host's selection was 71 % of an n=64 step there), true/false to force it;
-    # in decode steps of at least device_selection_min_rows rows (below, the host is as fast).
+    # in decode steps of at least device_selection_min_rows rows (below, the host is as fast or faster).
     device_selection: bool | None = None
     device_selection_min_rows: int = Field(default=DEVICE_SELECTION_MIN_ROWS, ge=1)
 

@@ -45,9 +45,11 @@ from router.errors import InvalidArgumentError, ModelIntegrityError, ProviderUna
 
 log = logging.getLogger(__name__)
 TokenCallback = Callable[[list[tuple[int, int]]], None]
-# Below this many rows the host selects as fast (H200, gpu_check at 0e88c7e: n=8 964 vs 986 tokens/s,
-# n=16 1844 vs 1898; from n=32 the device wins: 3018 vs 1778, and n=64 6042 vs 2188).
-DEVICE_SELECTION_MIN_ROWS = 32
+# From this many rows selecting on the device is at least as fast (H200, gpu_check's threshold sweep
+# at cd25e8a, tokens/s device vs host: n=8 812 vs 815 with top-p 0.95 and 680 vs 814 at T=0.7;
+# n=16 1559 vs 1311 with top-p 0.95 (the ladder's setting) and 1698 vs 1721 at T=0.7; n=24 and up
+# the device wins both). See README "Token selection on the device".
+DEVICE_SELECTION_MIN_ROWS = 16
 
 
 @dataclass
