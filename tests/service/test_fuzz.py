@@ -3,10 +3,10 @@
 The hand-written cases in ``test_errors.py`` name one bad field each. These draw every field of a
 request at once from values that sit on or past the edges (empty, whitespace, control and
 non-ASCII text, over-long strings, unknown names, NaN and infinities, zero and maximal integers,
-unknown roles), with a fixed seed, so a failure reproduces and can be read from its request. A
-request may be valid, in which case it must succeed (Generate's tokens are capped so the tiny model
-answers fast); otherwise it must fail with a code a caller can act on and a message without a
-traceback.
+unknown roles), with a fixed seed, so a failure reproduces and can be read from its request. Each
+answer must be OK or a code a caller can act on, with a message and no traceback; INVALID_ARGUMENT
+must name a field. Both OK and refusals must occur, so the draws stay on both sides of the edges.
+Generate's budget is mostly a few tokens, so the tiny model answers fast.
 """
 
 from __future__ import annotations
