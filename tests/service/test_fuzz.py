@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import math
 import random
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 import pytest
 
-from router.client import field_violations
+from router.client import RouterClient, field_violations
 from router.v1 import router_pb2 as pb
 from router.v1 import router_pb2_grpc as pb_grpc
 
@@ -145,3 +148,50 @@ def test_random_feedback_requests(stub: pb_grpc.RouterServiceStub) -> None:
             request.score = _draw(rng, SCORES)
         codes.append(_check(stub.SubmitFeedback, request))
     assert {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND} <= set(codes)
+
+
+def test_random_cancellations_give_back_every_slot(tiny_server: ThreadedServer) -> None:
+    """Generate and GenerateStream calls of every level, cancelled by the client at random moments
+    (before admission, mid-search, after the answer), from 4 threads at once: every call ends with
+    OK, CANCELLED or an overload refusal; afterwards no slot is held, no decode loop runs, and
+    the server answers as before."""
+    core, rng, lock = tiny_server.core, random.Random(RANDOM_SEED + 3), threading.Lock()
+    levels = [lv.name for lv in core.policies.get("fixed").levels]
+    codes: list[grpc.StatusCode] = []
+
+    def one(client: RouterClient, level: str, tokens: int, delay_s: float, stream: bool) -> None:
+        try:
+            if stream:
+                call = client.generate_stream("Count the r's in 'strawberry'.", level=level, max_tokens=tokens)
+                time.sleep(delay_s)
+                call.cancel()
+                for _ in call:
+                    pass
+            else:
+                future = client.generate_future("What is 2 + 3?", level=level, max_tokens=tokens)
+                time.sleep(delay_s)
+                future.cancel()
+                future.result()
+            code = grpc.StatusCode.OK
+        except grpc.FutureCancelledError:
+            code = grpc.StatusCode.CANCELLED
+        except grpc.RpcError as err:
+            code = err.code()
+            assert code in ACCEPTABLE | {grpc.StatusCode.CANCELLED}, f"{code.name}: {err.details()!r}"
+        with lock:
+            codes.append(code)
+
+    plans = [(rng.choice(levels), rng.choice([2, 8, 24]), rng.uniform(0.0, 0.06), rng.random() < 0.4)
+             for _ in range(80)]
+    with RouterClient(tiny_server.target, timeout_s=60) as client, ThreadPoolExecutor(4) as pool:
+        for done in [pool.submit(one, client, *plan) for plan in plans]:
+            done.result()
+        deadline = time.monotonic() + 10
+        while core.slots.in_use and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert core.slots.in_use == 0, f"{core.slots.in_use} slots still held after every call ended"
+        steps = core.engine.stats.decode_steps
+        time.sleep(0.3)
+        assert core.engine.stats.decode_steps == steps, "a decode loop still runs after every call ended"
+        assert client.generate("What is 2 + 3?", max_tokens=2).usage.completion_tokens > 0
+    assert codes.count(grpc.StatusCode.CANCELLED) >= 10 and codes.count(grpc.StatusCode.OK) >= 5, codes
