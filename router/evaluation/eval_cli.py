@@ -17,9 +17,13 @@ default the configured one); with ``--target host:port`` a running server answer
 client and its own policies apply.
 
 Resumable: rows already in ``--out`` for a (question id, level) are skipped and a torn last line
-from a killed run is cut. Each row records the model, ``--max-new-tokens`` and the policy's version
-(a hash of its content); a file made with other ones, or whose rows do not record them (an older
-router eval), is not resumed, and neither is a file with a line that is not a result row (another
+from a killed run is cut. Each row records the model, ``--max-new-tokens``, the policy's version (a
+hash of its content) and what its level ran (``spec``: for a forced level, a hash of its strategy,
+samples, sampling and options; for ``--route``, the policy's version). A file made with another
+model or cap, or whose rows do not record them (an older router eval), is not resumed; nor is one
+where a level this run repeats ran otherwise. A policy edit that leaves the levels being run as they
+were (``router tune --write-policy`` moving a threshold or a cost) does not stop a resume, except of
+``--route`` rows. Neither is a file with a line that is not a result row (another
 file, an edit: the lines are named), one that is a ``jsonl:`` dataset, or a question whose text
 changed since its rows were written: exit 2, nothing changed (use a new ``--out``). ``--out`` is
 checked before the model loads. Nothing is counted silently: a bad dataset line is reported as
@@ -86,10 +90,11 @@ def errors_path(out: Path) -> Path:
 # ------------------------------------------------------------------------------------ the output file
 
 # Row fields that change answers besides the question and level: a file holds one value of each.
+# What a level runs is checked per level instead (LevelResult.spec, _check_specs): a policy edit
+# that leaves a level's plan as it was (a tuned threshold or cost) does not stop a resume.
 SETTINGS: dict[str, str] = {
     "model": "the model (--model-dir, or the server's)",
     "max_new_tokens": "--max-new-tokens",
-    "policy": "the policy (--policy; its version is a hash of its content in --policy-file)",
 }
 
 
@@ -191,6 +196,31 @@ def _same_settings(out: Path, have: Mapping[str, Any], where: str, got: Mapping[
                             "file was made with to resume, or write to a new --out")
 
 
+def _check_specs(out: Path, scan: ResultsScan, specs: Mapping[str, str], policy: str | None) -> None:
+    """Rows already in ``out`` for a row label of this run must have run what this run will run
+    (``specs``: label -> spec). Rows written before rows recorded it resume only under the same
+    policy version (``policy``, name@version), the rule they were written under."""
+    for n, row in scan.rows:
+        label = row["level"]
+        if label not in specs:
+            continue  # not run now: neither reused nor changed
+        if "spec" not in row:
+            if policy is not None and row.get("policy") != policy:
+                raise EvalError(f"{out} line {n} was written under policy {row.get('policy')!r} by an older router "
+                                f"eval that did not record what each level ran, and this run uses {policy!r}: "
+                                "rerun with that policy file to resume, or write to a new --out")
+            continue
+        if row["spec"] != specs[label]:
+            if label.startswith(POLICY_ROW_PREFIX):
+                what = (f"the policy's own choice was made under {row['spec']!r} (line {n}), and this run would route "
+                        f"under {specs[label]!r}: the policy changed")
+            else:
+                what = (f"level '{label}' ran as {row['spec']!r} (line {n}), and this run would run it as "
+                        f"{specs[label]!r}: its strategy, samples, sampling or options changed")
+            raise EvalError(f"{out} holds rows where {what}, so resuming would mix the two. Rerun with the policy "
+                            "the file was made with, or write to a new --out")
+
+
 def runs_for(levels: Sequence[str], route_policy: str | None) -> list[tuple[str, str]]:
     """(row label, forced level) pairs: each forced level, then the policy's own choice (level "")."""
     runs = [(lv, lv) for lv in levels]
@@ -230,13 +260,16 @@ def run_eval(
     *,
     policy: str = "",
     expect: Mapping[str, Any] | None = None,
+    specs: Mapping[str, str] | None = None,
     on_row: Callable[[LevelResult | None, int, int], None] | None = None,
     log: TextIO = sys.stderr,
 ) -> Report:
     """Answer every (item, run) not yet in ``out``; append rows, record errors apart, and report.
 
-    ``expect``: the settings (:data:`SETTINGS`) known before any question (``Target.settings``). Old rows
-    and new must all have the same ones; a mismatch is an EvalError before anything is written.
+    ``expect``: the settings (:data:`SETTINGS`) known before any question (``Target.settings``), and
+    its ``policy`` (name@version). Old rows and new must all have the same settings. ``specs``: what
+    each row label runs (``Target.specs``); old rows of this run's labels must have run the same.
+    A mismatch is an EvalError before anything is written.
     """
     report = Report(total=len(items) * len(runs))
     scan = check_out(out)
@@ -244,6 +277,8 @@ def run_eval(
     where = f"line {scan.rows[0][0]}" if scan.rows else ""
     if fixed is not None:
         _same_settings(out, fixed, where, expect or {})
+    if specs is not None:
+        _check_specs(out, scan, specs, (expect or {}).get("policy"))
     done: dict[tuple[str, str], dict[str, Any]] = {}
     for _, row in scan.rows:
         done.setdefault((row["id"], row["level"]), row)
@@ -276,6 +311,10 @@ def run_eval(
                 if fixed is None:  # a new file: its first row fixes them (a server says its model only now)
                     fixed, where = settings, "this run's first row"
                 _same_settings(out, fixed, where, settings)
+                if specs is not None and row.spec != specs.get(label, row.spec):  # e.g. a server's policy reloaded
+                    raise EvalError(f"{target.name} ran '{label}' as {row.spec!r}, not as {specs[label]!r} as it said "
+                                    f"before the run: its policy changed during the run. Rows so far are in {out}; "
+                                    "rerun the same command to resume with the new policy, or write to a new --out")
                 line = row.to_json()
                 f.write(line + "\n")
                 f.flush()
@@ -331,6 +370,7 @@ def _row(item: EvalItem, label: str, answer: str, correct: bool, a: Answered) ->
         completion_tokens=a.completion_tokens, samples=a.samples, model_calls=a.model_calls, latency_ms=a.latency_ms,
         truncated=a.truncated, decision_level=a.decision_level, difficulty=a.difficulty, predicted=a.predicted,
         policy=a.policy, reason=a.reason, checker=item.checker, model=a.model, max_new_tokens=a.max_new_tokens,
+        spec=a.spec,
     )
 
 
@@ -464,11 +504,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             policy = target.check(args.policy, levels, route=args.route)
             expect = target.settings(policy)
+            runs = runs_for(levels, policy if args.route else None)
+            specs = target.specs(policy, runs)
         except ValueError as exc:
             raise EvalError(str(exc)) from None
-        runs = runs_for(levels, policy if args.route else None)
         progress = None if args.quiet else ProgressLine(sys.stderr)
-        report = run_eval(loaded.items, target, runs, args.out, policy=policy, expect=expect, on_row=progress)
+        report = run_eval(loaded.items, target, runs, args.out, policy=policy, expect=expect, specs=specs,
+                          on_row=progress)
     except (EvalError, RouterError) as exc:
         print(f"router eval: {exc}", file=sys.stderr)
         return 2

@@ -14,12 +14,13 @@ and only when the rest of the file is rows (:func:`scan_results`). Rows are flus
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -64,9 +65,21 @@ class LevelResult:
     # name and the run's cap on new tokens (0: each level's own).
     model: str = ""
     max_new_tokens: int = 0
+    # What ran, for resuming (``router eval``): for a forced level ``LEVEL@`` the :func:`run_spec` of
+    # its plan; for a policy's own choice the policy's name@version (its whole content routes).
+    spec: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
+
+
+def run_spec(level: str, strategy: str, samples: int, parameters: Mapping[str, str]) -> str:
+    """``level@hash`` of what a forced level runs: strategy, samples, sampling and options (the
+    decision's ``parameters``, as strings). A level's cost estimate, the policy's rule and its other
+    levels do not enter: a tuned threshold or cost leaves the answers of a forced level as they were."""
+    body = json.dumps({"strategy": strategy, "samples": samples, "parameters": dict(sorted(parameters.items()))},
+                      sort_keys=True)
+    return f"{level}@{hashlib.sha256(body.encode()).hexdigest()[:12]}"
 
 
 ROW_START = b'{"id": '  # how every row (LevelResult.to_json) begins
@@ -98,7 +111,7 @@ def row_problem(row: Any) -> str | None:
     latency = row.get("latency_ms")
     if isinstance(latency, bool) or not isinstance(latency, int | float) or not math.isfinite(latency) or latency < 0:
         return f"'latency_ms' must be a finite number >= 0, got {latency!r}"
-    for key in ("decision_level", "policy", "model"):
+    for key in ("decision_level", "policy", "model", "spec"):
         if key in row and not isinstance(row[key], str):
             return f"'{key}' must be a string, got {row[key]!r}"
     cap = row.get("max_new_tokens", 0)

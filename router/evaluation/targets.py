@@ -10,7 +10,9 @@ the server's ``timings.total_ms`` (decision included, transport excluded) throug
 
 Each also says, before any question, the settings that change its answers (:meth:`Target.settings`):
 the model, the cap on new tokens and the policy's version (a hash of its content). A server says
-its model with its first answer.
+its model with its first answer. And it says what each forced level will run (:meth:`Target.specs`:
+a hash of the plan's strategy, samples, sampling and options, from a dry run on a server), which
+is what a resumed results file must match per level.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 from router.client import RouterClient
 from router.domain import Hints, Outcome, Plan, SamplingOverrides
 from router.engine import Engine
+from router.evaluation.runner import run_spec
 from router.policy.decider import Decider, DifficultyPredictor
 from router.policy.ladder import PolicySet, RouteFacts
 
@@ -43,6 +46,7 @@ class Answered:
     reason: str = ""
     model: str = ""  # the model's name
     max_new_tokens: int = 0  # the cap it was asked with (0: the level's own)
+    spec: str = ""  # what ran (router.evaluation.runner.LevelResult.spec)
 
 
 class LevelError(Exception):
@@ -65,6 +69,10 @@ class Target(Protocol):
         """What changes answers, as known before any question: ``model``, ``max_new_tokens`` and
         ``policy`` (name@version) of ``policy``, a name :meth:`check` returned. A key may be missing
         (a server's model)."""
+
+    def specs(self, policy: str, runs: list[tuple[str, str]]) -> dict[str, str]:
+        """What each (row label, forced level) of ``runs`` will run, before any question: the
+        ``spec`` its rows will record (a forced level's plan is the same for every question)."""
 
     def answer(self, text: str, *, policy: str, level: str) -> Answered:
         """The answer; LevelError when the level cannot run as configured."""
@@ -116,6 +124,11 @@ class InProcess:
         return {"model": self.engine.name, "max_new_tokens": self.max_new_tokens,
                 "policy": f"{chosen.name}@{chosen.version}"}
 
+    def specs(self, policy: str, runs: list[tuple[str, str]]) -> dict[str, str]:
+        chosen = self.policies.get(policy)
+        return {label: _plan_spec(self.plan("", policy, level)) if level else f"{chosen.name}@{chosen.version}"
+                for label, level in runs}
+
     def decider(self) -> Decider:
         """The server's decider over these policies (needs the classifier when a policy is routed)."""
         if self._decider is None:
@@ -141,7 +154,7 @@ class InProcess:
             if exc.field.startswith("options.") or exc.field in CONFIG_FIELDS:
                 raise LevelError(_level_problem(plan, exc)) from exc
             raise
-        return _from_outcome(plan, outcome, latency_ms, self.engine.name, self.max_new_tokens)
+        return _from_outcome(plan, outcome, latency_ms, self.engine.name, self.max_new_tokens, forced=bool(level))
 
     def _check_options(self, plan: Plan) -> None:
         """The check the policy loader makes, once per level, for policy sets built in code: a
@@ -168,7 +181,12 @@ def _level_problem(plan: Plan, exc: Exception) -> str:
     return f"{_cannot_run(plan)} {named}: {type(exc).__name__}: {message}"
 
 
-def _from_outcome(plan: Plan, outcome: Outcome, latency_ms: float, model: str, max_new_tokens: int) -> Answered:
+def _plan_spec(plan: Plan) -> str:
+    return run_spec(plan.level, plan.strategy, plan.samples, plan.parameters())
+
+
+def _from_outcome(plan: Plan, outcome: Outcome, latency_ms: float, model: str, max_new_tokens: int,
+                  forced: bool) -> Answered:
     u, f = outcome.usage, outcome.flags
     return Answered(
         text=outcome.text, decision_level=plan.level,
@@ -177,7 +195,7 @@ def _from_outcome(plan: Plan, outcome: Outcome, latency_ms: float, model: str, m
         prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, samples=u.samples,
         model_calls=u.model_calls, latency_ms=round(latency_ms, 1),
         truncated=f.truncated_by_budget or f.truncated_by_deadline, reason=plan.reason, model=model,
-        max_new_tokens=max_new_tokens,
+        max_new_tokens=max_new_tokens, spec=_plan_spec(plan) if forced else f"{plan.policy}@{plan.policy_version}",
     )
 
 
@@ -216,6 +234,19 @@ class Remote:
         versions = {p.name: p.version for p in self.client.list_policies()}
         return {"max_new_tokens": self.max_new_tokens, "policy": f"{policy}@{versions.get(policy, '')}"}
 
+    def specs(self, policy: str, runs: list[tuple[str, str]]) -> dict[str, str]:
+        """Forced levels from a dry run (``Route``) of each: the plan the server will run."""
+        kwargs = {"max_new_tokens": self.max_new_tokens} if self.max_new_tokens else {}
+        versions = {p.name: p.version for p in self.client.list_policies()}
+        out = {}
+        for label, level in runs:
+            if level:
+                d = self.client.route("What is 1 + 1?", level=level, policy=policy, **kwargs).decision
+                out[label] = run_spec(d.level, d.strategy, d.samples, d.parameters)
+            else:
+                out[label] = f"{policy}@{versions.get(policy, '')}"
+        return out
+
     def answer(self, text: str, *, policy: str, level: str) -> Answered:
         kwargs = {"max_new_tokens": self.max_new_tokens} if self.max_new_tokens else {}
         r = self.client.generate(text, level=level, policy=policy, **kwargs)
@@ -228,4 +259,5 @@ class Remote:
             model_calls=u.model_calls, latency_ms=round(r.timings.total_ms, 1),
             truncated=r.flags.truncated_by_budget or r.flags.truncated_by_deadline, reason=d.reason, model=r.model,
             max_new_tokens=self.max_new_tokens,
+            spec=run_spec(d.level, d.strategy, d.samples, d.parameters) if level else f"{d.policy}@{d.policy_version}",
         )

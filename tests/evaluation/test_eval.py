@@ -65,9 +65,10 @@ class Scripted:
 
     name = "scripted"
 
-    def __init__(self, text: str, model: str = "") -> None:
+    def __init__(self, text: str, model: str = "", spec: str = "") -> None:
         self.text = text
         self.model = model
+        self.spec = spec
         self.calls = 0
 
     def check(self, policy: str, levels: list[str], route: bool = False) -> str:
@@ -77,7 +78,7 @@ class Scripted:
         self.calls += 1
         return Answered(text=self.text, decision_level=level or "single", difficulty=None, predicted={},
                         policy=f"{policy}@v", prompt_tokens=5, completion_tokens=3, samples=1, model_calls=1,
-                        latency_ms=1.0, truncated=False, model=self.model)
+                        latency_ms=1.0, truncated=False, model=self.model, spec=self.spec)
 
 
 # ------------------------------------------------------------------------------------ datasets
@@ -316,7 +317,7 @@ def test_target_mode_writes_the_rows_in_process_mode_writes(
     r, loc = rows(remote), rows(local)
     assert [(x["id"], x["level"]) for x in r] == [(x["id"], x["level"]) for x in loc]
     for a, b in zip(r, loc, strict=True):  # greedy, same plan: the same answer and cost either way
-        for key in ("answer", "correct", "completion_tokens", "samples", "decision_level", "policy"):
+        for key in ("answer", "correct", "completion_tokens", "samples", "decision_level", "policy", "spec"):
             assert a[key] == b[key], key
         assert a["latency_ms"] > 0
     routed = [x for x in r if x["level"] == "policy:adaptive"]
@@ -462,15 +463,19 @@ def test_a_write_error_during_a_run_is_a_message_not_a_traceback(
     assert "No space left on device" in capsys.readouterr().err
 
 
-def test_resume_refuses_rows_of_another_model_cap_or_policy(
+def test_resume_refuses_rows_of_another_model_cap_or_level_run(
     tmp_path: Path, tiny_dir: Path, tiny: Engine, policy_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out.jsonl"
     assert eval_cli.main(in_process_argv("gen:addition", out, tiny_dir, policy_file, "--max-new-tokens", "2")) == 0
     made = out.read_bytes()
     assert all(r["model"] == "tiny-llama" and r["max_new_tokens"] == 2 for r in rows(out))
+    assert all(r["spec"].startswith("single@") for r in rows(out))
+    # the level 'single' runs otherwise (greedy -> sampled): refused, naming the level and both runs
     other_policy = tmp_path / "other.yaml"
-    other_policy.write_text(policy_file.read_text().replace("max_new_tokens: 4}}", "max_new_tokens: 5}}", 1))
+    other_policy.write_text(policy_file.read_text().replace(
+        "strategy: single, samples: 1, sampling: {max_new_tokens: 4}}",
+        "strategy: single, samples: 1, sampling: {temperature: 0.5, max_new_tokens: 4}}", 1))
     for extra, problem in [
         (["--max-new-tokens", "3"], "--max-new-tokens 2 (line 1), and this run uses 3"),
         (["--n", "3"], "--max-new-tokens 2 (line 1), and this run uses 0 (each level's own)"),
@@ -479,7 +484,9 @@ def test_resume_refuses_rows_of_another_model_cap_or_policy(
         assert problem in capsys.readouterr().err and out.read_bytes() == made
     argv = in_process_argv("gen:addition", out, tiny_dir, other_policy, "--max-new-tokens", "2")
     assert eval_cli.main(argv) == 2
-    assert "the policy (--policy; its version" in capsys.readouterr().err and out.read_bytes() == made
+    err = capsys.readouterr().err
+    assert f"level 'single' ran as {rows(out)[0]['spec']!r} (line 1)" in err and "sampling" in err
+    assert out.read_bytes() == made
     # another model: the file's rows say which one made them
     out.write_text("".join(json.dumps({**r, "model": "other-model"}) + "\n" for r in rows(out)))
     assert eval_cli.main(in_process_argv("gen:addition", out, tiny_dir, policy_file, "--max-new-tokens", "2")) == 2
@@ -492,11 +499,64 @@ def test_resume_refuses_rows_of_another_model_cap_or_policy(
     assert eval_cli.main(in_process_argv("gen:addition", out, tiny_dir, policy_file, "--max-new-tokens", "2")) == 2
     assert "2 row(s) (first on line 1) do not record model, max_new_tokens" in capsys.readouterr().err
     assert out.read_text() == old
+    # rows that record model and cap but not what their level ran (sessions before `spec`) resume
+    # under the policy version they were written under, and only under it
+    no_spec = "".join(json.dumps({k: v for k, v in r.items() if k != "spec"}) + "\n"
+                      for r in (json.loads(line) for line in made.splitlines()))
+    out.write_text(no_spec)
+    assert eval_cli.main(in_process_argv("gen:addition", out, tiny_dir, other_policy, "--max-new-tokens", "2")) == 2
+    assert "by an older router eval that did not record what each level ran" in capsys.readouterr().err
+    assert out.read_text() == no_spec
+    assert eval_cli.main(in_process_argv("gen:addition", out, tiny_dir, policy_file, "--max-new-tokens", "2")) == 0
+    assert rows(out)[:2] == [json.loads(line) for line in no_spec.splitlines()]
     # the same settings resume
     out.write_bytes(made)
     assert eval_cli.main(in_process_argv("gen:addition", out, tiny_dir, policy_file, "--max-new-tokens", "2",
                                          "--n", "3")) == 0
     assert len(rows(out)) == 3
+
+
+def test_resume_after_a_tuned_cost_or_threshold_keeps_the_levels_rows(
+    tmp_path: Path, tiny_dir: Path, tiny: Engine, policy_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`router tune --write-policy` moves a rule's threshold and the levels' costs: the forced levels run
+    as before, so their rows resume; a --route row of the changed policy does not."""
+    out = tmp_path / "out.jsonl"
+    argv = ["--dataset", "gen:addition", "--n", "2", "--levels", "single,self_consistency", "--policy", "adaptive",
+            "--model-dir", str(tiny_dir), "--out", str(out), "--quiet"]
+    assert eval_cli.main([*argv, "--policy-file", str(policy_file)]) == 0
+    before = rows(out)
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text(policy_file.read_text().replace("target: 0.0}", "target: 0.35}").replace(
+        "cost_tokens: 100", "cost_tokens: 140"))
+    assert load_policies(tuned).get("adaptive").version != load_policies(policy_file).get("adaptive").version
+    assert eval_cli.main([*argv, "--policy-file", str(tuned), "--n", "3"]) == 0
+    after = rows(out)
+    assert after[:4] == before and len(after) == 6  # the old rows kept, the third question's rows added
+    assert {r["spec"] for r in after if r["level"] == "single"} == {before[0]["spec"]}
+    assert after[-1]["policy"] != before[0]["policy"]  # each row still says which policy version planned it
+    capsys.readouterr()
+    # a policy's own choice depends on all of it: those rows do not resume across the edit
+    routed = {"policy:adaptive": "adaptive@v1"}
+    items, made = two_rows(tmp_path)
+    file = tmp_path / "routed.jsonl"
+    file.write_text("".join(json.dumps({**json.loads(line), "level": "policy:adaptive", "spec": "adaptive@v1"}) + "\n"
+                            for line in made.splitlines()))
+    changed = "own choice was made under 'adaptive@v1' .* under 'adaptive@v2': the policy changed"
+    with pytest.raises(eval_cli.EvalError, match=changed):
+        eval_cli.run_eval(items, Scripted("4"), [("policy:adaptive", "")], file,
+                          specs={"policy:adaptive": "adaptive@v2"})
+    again = eval_cli.run_eval(items, Scripted("4"), [("policy:adaptive", "")], file, specs=routed)
+    assert again.already_done == 2
+
+
+def test_a_level_that_runs_otherwise_mid_run_stops_before_its_row(tmp_path: Path) -> None:
+    items, _ = two_rows(tmp_path)
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(eval_cli.EvalError, match="its policy changed during the run"):
+        eval_cli.run_eval(items, Scripted("4", spec="single@new"), [("single", "single")], out,
+                          specs={"single": "single@old"})
+    assert not out.exists() or out.read_text() == ""
 
 
 def test_a_server_answering_with_another_model_stops_the_run_before_its_row(tmp_path: Path) -> None:
