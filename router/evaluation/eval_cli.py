@@ -23,9 +23,9 @@ samples, sampling and options; for ``--route``, the policy's version). A file ma
 model or cap, or whose rows do not record them (an older router eval), is not resumed; nor is one
 where a level this run repeats ran otherwise. A policy edit that leaves the levels being run as they
 were (``router tune --write-policy`` moving a threshold or a cost) does not stop a resume, except of
-``--route`` rows. Neither is a file with a line that is not a result row (another
-file, an edit: the lines are named), one that is a ``jsonl:`` dataset, or a question whose text
-changed since its rows were written: exit 2, nothing changed (use a new ``--out``). ``--out`` is
+``--route`` rows. Nor is a file resumed that has a line that is not a result row (another
+file, an edit: the lines are named), that is a ``jsonl:`` dataset, or that has a question whose
+text changed since its rows were written: exit 2, nothing changed (use a new ``--out``). ``--out`` is
 checked before the model loads. Nothing is counted silently: a bad dataset line is reported as
 ``PATH:LINE: problem`` and skipped; a checker that raises, or a run the server refuses, is reported
 with its line (or dataset position), written to ``<out stem>.errors.jsonl`` (the latest run's
