@@ -280,8 +280,10 @@ def run_eval(
     if specs is not None:
         _check_specs(out, scan, specs, (expect or {}).get("policy"))
     done: dict[tuple[str, str], dict[str, Any]] = {}
-    for _, row in scan.rows:
-        done.setdefault((row["id"], row["level"]), row)
+    repeated: list[int] = []  # lines of rows whose (id, level) an earlier line already has
+    for n, row in scan.rows:
+        if done.setdefault((row["id"], row["level"]), row) is not row:
+            repeated.append(n)
     changed = [item for item in items for label, _ in runs
                if (row := done.get((item.question.id, label))) and row.get("question") != item.question.text]
     if changed:
@@ -303,6 +305,9 @@ def run_eval(
                 todo.append((item, label, level))
     if report.already_done:
         log.write(f"{out}: {report.already_done} of {report.total} rows already there, skipped\n")
+    if repeated:  # files joined by hand, say: say so rather than count a question twice or pick silently
+        log.write(f"{out}: {len(repeated)} row(s) repeat an earlier row's (question id, level), first on line "
+                  f"{repeated[0]}; the earlier row of each is the one used\n")
     with out.open("a", encoding="utf-8") as f:
         for i, (item, label, level) in enumerate(todo, 1):
             row = _one(item, target, label, level, policy, report, out, log)

@@ -227,6 +227,22 @@ def test_resume_skips_done_rows_and_survives_a_torn_last_line(
     assert len(rows(out)) == 8  # every line is whole JSON again
 
 
+def test_repeated_rows_are_reported_and_the_first_of_each_is_used(tmp_path: Path) -> None:
+    items, made = two_rows(tmp_path)
+    first, second = made.splitlines(keepends=True)
+    out = tmp_path / "joined.jsonl"
+    later = json.dumps({**json.loads(first), "correct": False, "answer": "5"}).encode() + b"\n"
+    out.write_bytes(first + second + later)  # two results files joined: question 'a' twice
+    log = io.StringIO()
+    report = eval_cli.run_eval(items, Scripted("4"), [("single", "single")], out, log=log)
+    assert "1 row(s) repeat an earlier row's (question id, level), first on line 3" in log.getvalue()
+    assert report.already_done == 2 and len(report.rows) == 2 and report.written == []
+    assert [r["correct"] for r in report.rows] == [json.loads(first)["correct"], json.loads(second)["correct"]]
+    clean = io.StringIO()
+    eval_cli.run_eval(items, Scripted("4"), [("single", "single")], tmp_path / "made.jsonl", log=clean)
+    assert "repeat an earlier row" not in clean.getvalue()
+
+
 def test_repair_tail_keeps_a_whole_row_that_only_lacks_its_newline(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     path.write_text('{"id": "a", "level": "single"}\n{"id": "b", "level": "single"}')
