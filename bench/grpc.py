@@ -104,6 +104,11 @@ async def serve_router(args: argparse.Namespace) -> None:
     server = RouterServer(settings)
     await server.start()
     await server.load()  # SERVING from here
+    if args.constant_classifier and server.core is not None and server.core.scorer is not None:
+        # The peer that isolates the classifier's cost: the same server, deciding the same way, with
+        # the prediction for the bench's query made once here instead of by ONNX Runtime per call.
+        fixed = server.core.scorer.predict(ROUTE_QUERY)
+        server.core.scorer.predict = lambda text: dict(fixed)
     info = {"port": server.port, "settings": settings.model_dump(mode="json"),
             "providers": server.core.engine.providers if server.core else None,
             "min_pass_ms": round(server.core.min_pass_s * 1000, 1) if server.core else None}
@@ -130,10 +135,10 @@ async def serve_echo(args: argparse.Namespace) -> None:
 class ServerProcess:
     """A child ``--serve`` process; :meth:`close` always stops it (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, kind: str, workdir: Path, extra: list[str]) -> None:
-        self.kind = kind
-        self.port_file = workdir / f"{kind}.port.json"
-        self.log_file = workdir / f"{kind}.log"
+    def __init__(self, kind: str, workdir: Path, extra: list[str], name: str = "") -> None:
+        self.kind = name or kind
+        self.port_file = workdir / f"{self.kind}.port.json"
+        self.log_file = workdir / f"{self.kind}.log"
         self._log = self.log_file.open("wb")
         cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", kind, "--port-file", str(self.port_file),
                "--max-lifetime", str(SERVER_MAX_LIFETIME_S), *extra]
@@ -289,22 +294,27 @@ async def with_server_cpu(pid: int, cell) -> dict[str, Any]:  # noqa: ANN001 (a 
     return result
 
 
-async def route_vs_echo(router_target: str, echo_target: str, request_bytes: bytes, levels: list[int],
-                        warmup_s: float, seconds: float, expected_echo_len: int,
-                        expected_level: str, pids: tuple[int, int]) -> list[dict[str, Any]]:
-    """``pids``: (router server, echo server), whose CPU time per call each cell reports."""
+async def route_vs_echo(router_target: str, echo_target: str, constant_target: str, request_bytes: bytes,
+                        levels: list[int], warmup_s: float, seconds: float, expected_echo_len: int,
+                        expected: pb.Decision, pids: tuple[int, int, int]) -> list[dict[str, Any]]:
+    """``pids``: (router server, echo server, router server with a constant classifier), whose CPU time
+    per call each cell reports."""
     rows = []
-    async with grpc.aio.insecure_channel(router_target) as rch, grpc.aio.insecure_channel(echo_target) as ech:
+    async with grpc.aio.insecure_channel(router_target) as rch, grpc.aio.insecure_channel(echo_target) as ech, \
+            grpc.aio.insecure_channel(constant_target) as cch:
         # Both clients send and receive raw bytes (no serializers), so the client does the same work
         # for both peers and the difference is the server's.
         route = rch.unary_unary(ROUTE_METHOD)
         echo = ech.unary_unary(ECHO_METHOD)
+        constant = cch.unary_unary(ROUTE_METHOD)
         got = await echo(request_bytes, timeout=CALL_TIMEOUT_S)
         if len(got) != expected_echo_len:
             raise RuntimeError(f"echo answered {len(got)} bytes, expected {expected_echo_len}")
-        routed = pb.RouteResponse.FromString(await route(request_bytes, timeout=CALL_TIMEOUT_S))
-        if routed.decision.level != expected_level:  # the same request is decided the same way
-            raise RuntimeError(f"Route answered an unexpected decision: {routed.decision}")
+        for name, call in (("Route", route), ("Route with a constant classifier", constant)):
+            decided = pb.RouteResponse.FromString(await call(request_bytes, timeout=CALL_TIMEOUT_S)).decision
+            if (decided.level, decided.reason, dict(decided.predicted_success)) != (
+                    expected.level, expected.reason, dict(expected.predicted_success)):
+                raise RuntimeError(f"{name} answered an unexpected decision: {decided}")  # same request, same decision
 
         async def call_echo() -> None:
             await echo(request_bytes, timeout=CALL_TIMEOUT_S)
@@ -312,15 +322,21 @@ async def route_vs_echo(router_target: str, echo_target: str, request_bytes: byt
         async def call_route() -> None:
             await route(request_bytes, timeout=CALL_TIMEOUT_S)
 
+        async def call_constant() -> None:
+            await constant(request_bytes, timeout=CALL_TIMEOUT_S)
+
         for c in levels:
             e = await with_server_cpu(pids[1], closed_loop(call_echo, c, warmup_s, seconds))
             r = await with_server_cpu(pids[0], closed_loop(call_route, c, warmup_s, seconds))
+            k = await with_server_cpu(pids[2], closed_loop(call_constant, c, warmup_s, seconds))
             ratio = round(r["rps"] / e["rps"], 3) if e["rps"] else None
             rows.append({"concurrency": c, "echo": e, "route": r, "ratio": ratio,
-                         "target_met": ratio is not None and ratio >= ROUTE_TARGET})
+                         "target_met": ratio is not None and ratio >= ROUTE_TARGET, "route_constant_classifier": k,
+                         "constant_ratio": round(k["rps"] / e["rps"], 3) if e["rps"] else None})
             print(f"  c={c:>3}: echo {e['rps']:>8.1f} rps p50 {e['p50_ms']} ms p99 {e['p99_ms']} ms "
                   f"server {e['server_cpu_us_per_call']} us/call | Route {r['rps']:>8.1f} rps p50 {r['p50_ms']} ms "
-                  f"p99 {r['p99_ms']} ms server {r['server_cpu_us_per_call']} us/call | ratio {ratio}", flush=True)
+                  f"p99 {r['p99_ms']} ms server {r['server_cpu_us_per_call']} us/call | ratio {ratio} | constant "
+                  f"classifier {k['rps']:>8.1f} rps server {k['server_cpu_us_per_call']} us/call", flush=True)
     return rows
 
 
@@ -460,6 +476,20 @@ def render_markdown(r: dict[str, Any]) -> str:
               "Server CPU per call is the server process's CPU time (every thread) over the cell, warm-up "
               "included, divided by the calls it answered. Client and servers share the cores, so once "
               "they are busy, throughput follows the CPU each call costs.", ""]
+    if rows and "route_constant_classifier" in rows[0]:
+        lines += ["What the classifier costs: a third server, the same router with the difficulty prediction for "
+                  "this query made once at start instead of by ONNX Runtime on every call (the same decision, "
+                  "the same response bytes), measured in the same cells.", "",
+                  "| concurrency | Route, constant classifier: rps | its ratio to echo | server CPU µs per call "
+                  "| the classifier's share of Route's server CPU per call |",
+                  "|---|---|---|---|---|"]
+        for row in rows:
+            k, q = row["route_constant_classifier"], row["route"]
+            share = (None if q.get("server_cpu_us_per_call") is None or k.get("server_cpu_us_per_call") is None
+                     else round(q["server_cpu_us_per_call"] - k["server_cpu_us_per_call"], 1))
+            lines.append(f"| {row['concurrency']} | {k['rps']} | {_fmt(row['constant_ratio'])}x | "
+                         f"{_fmt(k.get('server_cpu_us_per_call'))} | {_fmt(share)} µs |")
+        lines.append("")
     idle, load = h["idle"], h["under_load"]
     lines += [
         f"## 2. Health check latency while {GENERATE_CONCURRENCY} Generate requests run",
@@ -502,6 +532,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         "|---|---|",
         f"| router server (model loaded, sampled every 50 ms) | {_fmt(r['memory']['router_server_peak_mib'])} |",
         f"| echo server | {_fmt(r['memory']['echo_server_peak_mib'])} |",
+        f"| router server with a constant classifier "
+        f"| {_fmt(r['memory'].get('constant_classifier_router_peak_mib'))} |",
         f"| load client (ru_maxrss) | {_fmt(r['memory']['client_peak_mib'])} |",
         "",
         f"Router server RSS right after load: {_fmt(r['memory']['router_server_after_load_mib'])} MiB.",
@@ -530,6 +562,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--payload-file", help=argparse.SUPPRESS)
     p.add_argument("--store-path", help=argparse.SUPPRESS)
     p.add_argument("--max-lifetime", type=float, default=SERVER_MAX_LIFETIME_S, help=argparse.SUPPRESS)
+    p.add_argument("--constant-classifier", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     q = args.quick
     args.seconds = args.seconds if args.seconds is not None else (1.0 if q else 5.0)
@@ -564,12 +597,20 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             echo = ServerProcess("echo", work, ["--payload-file", str(work / "payload.bin")])
             servers.append(echo)
             rss.watch(echo.pid)
+            constant = ServerProcess("router", work, ["--compute-slots", str(args.compute_slots), "--store-path",
+                                                      str(work / "constant.sqlite3"), "--constant-classifier"],
+                                     name="router-constant-classifier")
+            servers.append(constant)
+            rss.watch(constant.pid)
             await asyncio.to_thread(echo.wait_ready, 60.0)
-            print(f"echo ready on {echo.target}; Route vs echo ...", flush=True)
-            rows = await route_vs_echo(router.target, echo.target, request_bytes, args.concurrency,
-                                       args.warmup, args.seconds, len(response_bytes), response.decision.level,
-                                       (router.pid, echo.pid))
+            await asyncio.to_thread(constant.wait_ready)
+            print(f"echo ready on {echo.target}, the constant-classifier router on {constant.target}; "
+                  "Route vs echo ...", flush=True)
+            rows = await route_vs_echo(router.target, echo.target, constant.target, request_bytes, args.concurrency,
+                                       args.warmup, args.seconds, len(response_bytes), response.decision,
+                                       (router.pid, echo.pid, constant.pid))
             echo.close()
+            constant.close()
             print(f"health under {GENERATE_CONCURRENCY} concurrent Generate "
                   f"(level '{args.level}', max_tokens {args.max_tokens}) ...", flush=True)
             health = await health_under_load(router.target, args)
@@ -609,6 +650,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "router_server_peak_mib": _mib(peaks.get(router.pid)),
             "router_server_after_load_mib": _mib(after_load),
             "echo_server_peak_mib": _mib(peaks.get(echo.pid)),
+            "constant_classifier_router_peak_mib": _mib(peaks.get(constant.pid)),
             "client_peak_mib": round(machine.peak_rss_mb(), 1),
         },
         "server_exit_codes": codes,
