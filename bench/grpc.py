@@ -11,11 +11,12 @@ client and the server do not share an event loop or a GIL, but on this box they 
    grpc.aio unary echo service that takes the same request bytes (a serialized ``RouteRequest``)
    and answers with the same response bytes (a serialized ``RouteResponse`` from the router).
    Echo and Route alternate per level. Target: Route >= 0.8x echo throughput at every level.
+   A third server in the same cells is the same router with the classifier's prediction for this
+   query made once at start, not by ONNX Runtime per call: the difference is the classifier's cost.
 2. ``grpc.health.v1.Health/Check`` latency (sequential, every ``--health-interval-ms``) while 4
    concurrent ``Generate`` requests run, and for comparison on the idle server. Target p99 < 50 ms.
-   Today the only level is ``single`` (one greedy pass), so these are single-pass requests; when
-   multi-sample levels exist, ``--level`` and ``--samples`` (sent as ``hints.budget.max_samples``)
-   select them.
+   ``--level`` and ``--samples`` (sent as ``hints.budget.max_samples``) choose the requests; the
+   default is ``best_of_n`` with 8 samples.
 3. Peak RSS of each server process (psutil, sampled during the run) and of the client process.
 
 Results go to ``grpc.json`` and ``grpc.md`` in ``--out-dir``. Every load loop is bounded in time
