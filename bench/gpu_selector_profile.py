@@ -35,33 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import machine  # noqa: E402
 from router.engine.device_select import ARTIFACTS, DeviceTokenSelector, model_file  # noqa: E402
 from router.engine.types import SamplingParams  # noqa: E402
-from router.modelbuild.selector import BLOCK, OUTPUTS, POOL  # noqa: E402
+from router.modelbuild.selector import OUTPUTS  # noqa: E402
 
 VOCAB = 49152  # SmolLM2's
 ROWS = (1, 8, 16, 64)
 SETTINGS = {"full": SamplingParams(temperature=0.7, max_new_tokens=1),
             "truncated": SamplingParams(temperature=0.3, top_p=0.95, max_new_tokens=1)}
-
-
-def inputs(kind: str, rows: int) -> dict[str, np.ndarray]:
-    """The small per-call inputs exactly as ``DeviceTokenSelector.select`` binds them."""
-    params = SETTINGS[kind]
-    if kind == "truncated":
-        shape_info, limits = [POOL, 0, 0, 0], [0.0, 1.0]
-    else:
-        blocks = -(-VOCAB // BLOCK)
-        shape_info, limits = [rows, blocks, BLOCK, blocks * BLOCK - VOCAB], [blocks - 1.0, VOCAB - 1.0]
-    return {
-        "rows": np.arange(rows, dtype=np.int64),
-        "uniforms": np.random.default_rng(rows).random(rows),
-        "temperature": np.array([params.temperature], np.float32),
-        "inv_temperature": np.array([1.0 / params.temperature], np.float32),
-        "top_k": np.array([VOCAB], np.float64),
-        "top_p": np.array([params.top_p if params.top_p < 1.0 else 2.0], np.float64),
-        "shape_info": np.array(shape_info, np.int64),
-        "limits": np.array(limits, np.float64),
-        "ranks": np.arange(POOL if kind == "truncated" else 1, dtype=np.float64),
-    }
 
 
 def median_ms(fn: Any, calls: int) -> float:
@@ -141,9 +120,11 @@ def main() -> int:
         for rows in ROWS:
             host = (rng.standard_normal((rows, 1, VOCAB)) * 3).astype(np.float32)
             logits = ort.OrtValue.ortvalue_from_numpy(host, "cuda", 0)
-            small = inputs(kind, rows)
             params = SETTINGS[kind]
-            session = selector._sessions[kind]
+            step = selector.inputs(np.arange(rows), params, np.random.default_rng(rows).random(rows), VOCAB)
+            assert step is not None and step[0] == kind, (kind, step and step[0])
+            small = step[1]
+            session = selector.session(kind)
             case = {
                 "kind": kind, "rows": rows,
                 "select_ms": median_ms(lambda logits=logits, small=small, params=params: selector.select(

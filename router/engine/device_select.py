@@ -66,13 +66,11 @@ class DeviceTokenSelector:
         self.providers = self._sessions["full"].get_providers()
         self._ranks = np.arange(POOL, dtype=np.float64)
 
-    def select(
-        self, logits: ort.OrtValue, rows: np.ndarray, params: SamplingParams, uniforms: np.ndarray, vocab: int
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Tokens and log-probabilities for ``rows`` of ``logits`` ([rows, width, vocab], last
-        position used), one ``uniforms`` draw per row; ``params`` must not be greedy. None when a
-        row's support is larger than the sorted pool (a top-k above :data:`POOL`, or a nucleus
-        that does not end inside it): the caller selects on the host, with the same uniforms."""
+    def inputs(
+        self, rows: np.ndarray, params: SamplingParams, uniforms: np.ndarray, vocab: int
+    ) -> tuple[str, dict[str, np.ndarray]] | None:
+        """The graph (``full`` or ``truncated``) and its host inputs besides ``logits`` for one step;
+        None when a top-k is larger than the sorted pool (the host selects)."""
         k = params.top_k if 0 < params.top_k < vocab else vocab
         truncated = k < vocab or params.top_p < 1.0
         pool = min(vocab, POOL)
@@ -85,19 +83,39 @@ class DeviceTokenSelector:
             blocks = -(-vocab // BLOCK)
             shape_info = [len(rows), blocks, BLOCK, blocks * BLOCK - vocab]
             limits = [blocks - 1.0, vocab - 1.0]
-        session = self._sessions["truncated" if truncated else "full"]
+        return ("truncated" if truncated else "full"), {
+            "rows": np.ascontiguousarray(rows, dtype=np.int64),
+            "uniforms": np.ascontiguousarray(uniforms, dtype=np.float64),
+            # Both forms, as the host's two paths scale: the full one multiplies, the truncated one divides.
+            "temperature": np.array([params.temperature], dtype=np.float32),
+            "inv_temperature": np.array([1.0 / params.temperature], dtype=np.float32),
+            "top_k": np.array([k], np.float64),
+            "top_p": np.array([params.top_p if params.top_p < 1.0 else 2.0], np.float64),
+            "shape_info": np.array(shape_info, dtype=np.int64),
+            "limits": np.array(limits, dtype=np.float64),
+            "ranks": self._ranks[:pool] if truncated else self._ranks[:1],
+        }
+
+    def session(self, kind: str) -> ort.InferenceSession:
+        """The ``kind`` graph's session (``full`` or ``truncated``)."""
+        return self._sessions[kind]
+
+    def select(
+        self, logits: ort.OrtValue, rows: np.ndarray, params: SamplingParams, uniforms: np.ndarray, vocab: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Tokens and log-probabilities for ``rows`` of ``logits`` ([rows, width, vocab], last
+        position used), one ``uniforms`` draw per row; ``params`` must not be greedy. None when a
+        row's support is larger than the sorted pool (a top-k above :data:`POOL`, or a nucleus
+        that does not end inside it): the caller selects on the host, with the same uniforms."""
+        step = self.inputs(rows, params, uniforms, vocab)
+        if step is None:
+            return None
+        kind, host_inputs = step
+        session = self._sessions[kind]
         binding = session.io_binding()
         binding.bind_ortvalue_input("logits", logits)
-        binding.bind_cpu_input("rows", np.ascontiguousarray(rows, dtype=np.int64))
-        binding.bind_cpu_input("uniforms", np.ascontiguousarray(uniforms, dtype=np.float64))
-        # Both forms, as the host's two paths scale: the full one multiplies, the truncated one divides.
-        binding.bind_cpu_input("temperature", np.array([params.temperature], dtype=np.float32))
-        binding.bind_cpu_input("inv_temperature", np.array([1.0 / params.temperature], dtype=np.float32))
-        binding.bind_cpu_input("top_k", np.array([k], np.float64))
-        binding.bind_cpu_input("top_p", np.array([params.top_p if params.top_p < 1.0 else 2.0], np.float64))
-        binding.bind_cpu_input("shape_info", np.array(shape_info, dtype=np.int64))
-        binding.bind_cpu_input("limits", np.array(limits, dtype=np.float64))
-        binding.bind_cpu_input("ranks", self._ranks[:pool] if truncated else self._ranks[:1])
+        for name, value in host_inputs.items():
+            binding.bind_cpu_input(name, value)
         for name in OUTPUTS:
             binding.bind_output(name, "cpu")
         session.run_with_iobinding(binding)

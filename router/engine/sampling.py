@@ -50,13 +50,13 @@ def select_tokens(
         chosen = shifted.argmax(axis=1)
     elif params.top_k > 0 or params.top_p < 1.0:
         scaled = shifted if params.temperature == 1.0 else shifted / np.float32(params.temperature)
-        draws = uniforms if uniforms is not None else [rng.random() for rng in rngs]
+        draws = _draws(rngs, uniforms)
         chosen = np.array([_sample_row(scaled[r], params, draws[r]) for r in range(rows)], dtype=np.int64)
     else:  # the common case, vectorised: one exp and one cumsum for all rows
         if params.temperature != 1.0:
             weights = np.multiply(shifted, np.float32(1.0 / params.temperature), out=weights)
             np.exp(weights, out=weights)
-        chosen = _inverse_cdf(weights, uniforms if uniforms is not None else np.array([rng.random() for rng in rngs]))
+        chosen = _inverse_cdf(weights, _draws(rngs, uniforms))
     logprobs = shifted[np.arange(rows), chosen].astype(np.float64) - log_norm
     return chosen, logprobs
 
@@ -82,6 +82,11 @@ def _inverse_cdf(weights: np.ndarray, uniforms: np.ndarray, block: int = 256) ->
     inner = before[:, None] + np.cumsum(blocks[every, hit], axis=1, dtype=np.float64)
     offset = np.minimum((inner <= targets).sum(axis=1), block - 1)
     return np.minimum(hit * block + offset, vocab - 1)
+
+
+def _draws(rngs: list[np.random.Generator], uniforms: np.ndarray | None) -> np.ndarray:
+    """One uniform per row: the ones given, else one from each row's generator."""
+    return uniforms if uniforms is not None else np.array([rng.random() for rng in rngs])
 
 
 def _sample_row(scaled: np.ndarray, params: SamplingParams, uniform: float) -> int:

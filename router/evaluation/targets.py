@@ -125,9 +125,9 @@ class InProcess:
                 "policy": f"{chosen.name}@{chosen.version}"}
 
     def specs(self, policy: str, runs: list[tuple[str, str]]) -> dict[str, str]:
-        chosen = self.policies.get(policy)
-        return {label: _plan_spec(self.plan("", policy, level)) if level else f"{chosen.name}@{chosen.version}"
-                for label, level in runs}
+        chosen = self.policies.get(policy)  # a policy's own choice: its version, as the rows record it
+        return {label: _plan_spec(self.plan("", policy, level), forced=True) if level
+                else f"{chosen.name}@{chosen.version}" for label, level in runs}
 
     def decider(self) -> Decider:
         """The server's decider over these policies (needs the classifier when a policy is routed)."""
@@ -181,8 +181,16 @@ def _level_problem(plan: Plan, exc: Exception) -> str:
     return f"{_cannot_run(plan)} {named}: {type(exc).__name__}: {message}"
 
 
-def _plan_spec(plan: Plan) -> str:
-    return run_spec(plan.level, plan.strategy, plan.samples, plan.parameters())
+def _plan_spec(plan: Plan, forced: bool) -> str:
+    """A row's ``spec``: what a forced level runs, or the version of the policy that chose."""
+    if forced:
+        return run_spec(plan.level, plan.strategy, plan.samples, plan.parameters())
+    return f"{plan.policy}@{plan.policy_version}"
+
+
+def _decision_spec(d: Any, forced: bool) -> str:
+    """:func:`_plan_spec` from a server's ``Decision``."""
+    return run_spec(d.level, d.strategy, d.samples, d.parameters) if forced else f"{d.policy}@{d.policy_version}"
 
 
 def _from_outcome(plan: Plan, outcome: Outcome, latency_ms: float, model: str, max_new_tokens: int,
@@ -195,7 +203,7 @@ def _from_outcome(plan: Plan, outcome: Outcome, latency_ms: float, model: str, m
         prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, samples=u.samples,
         model_calls=u.model_calls, latency_ms=round(latency_ms, 1),
         truncated=f.truncated_by_budget or f.truncated_by_deadline, reason=plan.reason, model=model,
-        max_new_tokens=max_new_tokens, spec=_plan_spec(plan) if forced else f"{plan.policy}@{plan.policy_version}",
+        max_new_tokens=max_new_tokens, spec=_plan_spec(plan, forced),
     )
 
 
@@ -235,21 +243,16 @@ class Remote:
         return {"max_new_tokens": self.max_new_tokens, "policy": f"{policy}@{versions.get(policy, '')}"}
 
     def specs(self, policy: str, runs: list[tuple[str, str]]) -> dict[str, str]:
-        """Forced levels from a dry run (``Route``) of each: the plan the server will run."""
-        kwargs = {"max_new_tokens": self.max_new_tokens} if self.max_new_tokens else {}
-        versions = {p.name: p.version for p in self.client.list_policies()}
-        out = {}
-        for label, level in runs:
-            if level:
-                d = self.client.route("What is 1 + 1?", level=level, policy=policy, **kwargs).decision
-                out[label] = run_spec(d.level, d.strategy, d.samples, d.parameters)
-            else:
-                out[label] = f"{policy}@{versions.get(policy, '')}"
-        return out
+        """From a dry run (``Route``) of each: the decision the server will run under."""
+        return {label: _decision_spec(self.client.route("What is 1 + 1?", level=level, policy=policy,
+                                                         **self._cap()).decision, forced=bool(level))
+                for label, level in runs}
+
+    def _cap(self) -> dict[str, int]:
+        return {"max_new_tokens": self.max_new_tokens} if self.max_new_tokens else {}
 
     def answer(self, text: str, *, policy: str, level: str) -> Answered:
-        kwargs = {"max_new_tokens": self.max_new_tokens} if self.max_new_tokens else {}
-        r = self.client.generate(text, level=level, policy=policy, **kwargs)
+        r = self.client.generate(text, level=level, policy=policy, **self._cap())
         d, u = r.decision, r.usage
         return Answered(
             text=r.text, decision_level=d.level,
@@ -259,5 +262,5 @@ class Remote:
             model_calls=u.model_calls, latency_ms=round(r.timings.total_ms, 1),
             truncated=r.flags.truncated_by_budget or r.flags.truncated_by_deadline, reason=d.reason, model=r.model,
             max_new_tokens=self.max_new_tokens,
-            spec=run_spec(d.level, d.strategy, d.samples, d.parameters) if level else f"{d.policy}@{d.policy_version}",
+            spec=_decision_spec(d, forced=bool(level)),
         )
