@@ -20,6 +20,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,6 +45,8 @@ BON_N = 8
 WAVE = 4
 ADAPTIVE_CONFIDENCE = 0.95
 REPLAY_CONFIDENCES = (0.6, 0.8, 0.9, 0.95, 0.99)
+ORACLE_WAVES = (WAVE, 1)  # the strategy's wave size, and one sample at a time
+ORACLE = "oracle stop (reads the answer key), waves of"
 VERIFIERS = ("self_likelihood", "agreement", "lm_judge", "reward_model")
 
 
@@ -65,6 +68,17 @@ def replay_adaptive(cands: list[Candidate], right: list[bool], confidence: float
     k = replayed_stop([c.answer for c in cands], WAVE, confidence)
     chosen = majority([Candidate(c.completion, answer=c.answer) for c in cands[:k]])
     return chosen is not None and right[chosen.completion.index], k
+
+
+def oracle_stop(right_at: Callable[[int], bool], wave: int, pool: int = POOL) -> int:
+    """The fewest samples, in steps of ``wave``, whose majority is graded as the whole pool's is.
+
+    ``right_at(k)``: is the majority of the first ``k`` samples right? This reads the answer key,
+    so no stopping rule can do it. It bounds what any rule that keeps SC@``pool``'s grades (the
+    Adaptive-Consistency aim: stop once more samples would not change the answer) can save.
+    """
+    final = right_at(pool)
+    return next((k for k in range(wave, pool, wave) if right_at(k) == final), pool)
 
 
 def run_temperature(engine: Engine, qs: list[Question], temperature: float, max_new: int) -> dict:
@@ -98,16 +112,21 @@ def run_temperature(engine: Engine, qs: list[Question], temperature: float, max_
         def correct(cand: Candidate | None, right: list[bool] = right) -> bool:
             return cand is not None and right[cand.completion.index]
 
+        def sc_right(k: int, cands: list[Candidate] = cands) -> bool:
+            return correct(majority([Candidate(c.completion, answer=c.answer) for c in cands[:k]]))
+
         add("sample@1", right[0], comps[0].completion_tokens, 1, None)
         for conf in REPLAY_CONFIDENCES:
             ok, k = replay_adaptive(cands, right, conf)
             add(f"replayed adaptive SC, confidence {conf}", ok,
                 sum(c.completion_tokens for c in comps[:k]), k, None)
         for k in SC_KS:
-            sub = [Candidate(c.completion, answer=c.answer) for c in cands[:k]]
-            tokens = sum(c.completion.completion_tokens for c in sub)
-            add(f"SC@{k}", correct(majority(sub)), tokens, k, pool_s if k == POOL else None)
+            tokens = sum(c.completion_tokens for c in comps[:k])
+            add(f"SC@{k}", sc_right(k), tokens, k, pool_s if k == POOL else None)
             add(f"pass@{k}", any(right[:k]), tokens, k, None)
+        for wave in ORACLE_WAVES:
+            k = oracle_stop(sc_right, wave)
+            add(f"{ORACLE} {wave}", sc_right(POOL), sum(c.completion_tokens for c in comps[:k]), k, None)
         first = [Candidate(c.completion, answer=c.answer) for c in cands[:BON_N]]
         votes = tally(first)
         items = [ScoredItem(q.text, c.completion, c.answer, votes, BON_N) for c in first]
@@ -184,6 +203,17 @@ def main() -> int:
     return 0
 
 
+def oracle_lines(res: dict) -> list[str]:
+    """The stopping ceiling, when the report has it (reports before 2026-11-30 do not)."""
+    oracles = [(w, res[f"{ORACLE} {w}"]) for w in ORACLE_WAVES if f"{ORACLE} {w}" in res]
+    if not oracles:
+        return []
+    parts = [f"{r['mean_samples']} samples ({16 / max(r['mean_samples'], 1e-9):.1f}x fewer) in waves of {w}"
+             for w, r in oracles]
+    return [f"Ceiling for any stopping rule that keeps SC@16's grades (`oracle_stop`, which reads the answer "
+            f"key): {'; '.join(parts)}."]
+
+
 def render(report: dict) -> str:
     info, qs_n, max_new = report["machine"], report["questions"], report["max_new_tokens"]
     lines = [f"# Strategies benchmark — {report['date']} · commit {report['commit']} · {report['model']} on "
@@ -205,6 +235,7 @@ def render(report: dict) -> str:
                   f"({16 / max(ad['mean_samples'], 1e-9):.1f}x fewer); target within 0.5 pt using >= 3x fewer: "
                   f"{'met' if adaptive_met(sc16, ad) else 'NOT met'}. Paired: the adaptive run drew exactly the "
                   f"pool's first samples on {run['paired']}/{run['questions']} questions.",
+                  *oracle_lines(res),
                   f"BoN@8 reward model vs SC@8: {bon['accuracy']} vs {sc8['accuracy']}: "
                   f"{'met' if bon['accuracy'] > sc8['accuracy'] else 'NOT met'}. With reward-weighted votes (the "
                   f"`best_of_n_rm` level's selection): {weighted['accuracy']} vs {sc8['accuracy']}: "
