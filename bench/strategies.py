@@ -10,7 +10,7 @@ strategy draws, the adaptive run's samples are the pool's first waves, and the r
 that they are (``paired``). Latency of pool-based rows is the pool's generation time (plus
 verifier time for BoN); SC@k for k < 16 has no latency of its own here.
 
-    python bench/strategies.py [--per-family 6] [--rg 4] [--temperatures 0.3,0.7] [--max-new-tokens 64]
+    python bench/strategies.py [--per-family 10] [--rg 6] [--temperatures 0.3,0.7] [--max-new-tokens 64]
 """
 
 from __future__ import annotations
@@ -174,8 +174,8 @@ def adaptive_met(sc16: dict, adaptive: dict) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--per-family", type=int, default=6)
-    parser.add_argument("--rg", type=int, default=4)
+    parser.add_argument("--per-family", type=int, default=10)
+    parser.add_argument("--rg", type=int, default=6)
     parser.add_argument("--temperatures", default="0.3,0.7")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
