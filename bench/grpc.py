@@ -440,10 +440,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines = [
         "# gRPC benchmark: Route vs a bare grpc.aio echo service, health under load",
         "",
-        f"{r['date']} · {m['cpu']} · {m['logical_cores']} logical / {m['physical_cores']} physical cores · "
-        f"{m['ram_gb']} GB RAM · Python {m['python']} · "
-        + " · ".join(f"{k} {v}" for k, v in m["versions"].items())
-        + f" · commit {(m['git_commit'] or 'unknown')[:12]}",
+        machine.machine_line(r["date"], m),
         "",
         f"Settings: {s['seconds']} s measured after {s['warmup_s']} s warm-up per cell; concurrency "
         f"{'/'.join(map(str, s['concurrency']))} (workers sharing one grpc.aio channel, back to back); "

@@ -103,9 +103,7 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         "# Huge pages for the model's memory: A/B in fresh processes",
         "",
-        f"{report['date']} · {m['cpu']} · {m['logical_cores']} logical / {m['physical_cores']} physical cores · "
-        f"{m['ram_gb']} GB RAM · Python {m['python']} · onnxruntime {m['versions'].get('onnxruntime')} · "
-        f"commit {(m['git_commit'] or 'unknown')[:12]} · THP mode: {report['thp_mode']}",
+        machine.machine_line(report["date"], m, f"THP mode: {report['thp_mode']}"),
         "",
         f"{report['pairs']} pairs of fresh processes in ABBA order, `on` = `GLIBC_TUNABLES={TUNABLE}`; each "
         f"process loads the default model and measures greedy batch 1, one sampled completion and n=8 from one "

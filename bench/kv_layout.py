@@ -87,9 +87,7 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         "# KV-cache layouts paired in one process: concat (ONNX Attention) vs in-place (GroupQueryAttention)",
         "",
-        f"{report['date']} · {m['cpu']} · {m['logical_cores']} logical / {m['physical_cores']} physical cores · "
-        f"{m['ram_gb']} GB RAM · Python {m['python']} · onnxruntime {m['versions'].get('onnxruntime')} · "
-        f"commit {(m['git_commit'] or 'unknown')[:12]}",
+        machine.machine_line(report["date"], m),
         "",
         f"Both builds of the fp32 weights loaded in one process, {report['reps']} repeats, each measure taken by "
         f"both layouts back to back in ABBA order; {NEW_TOKENS} new tokens, CPU provider, "

@@ -69,6 +69,15 @@ def machine_info(versions: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def machine_line(date: str, m: dict[str, Any], *extra: str) -> str:
+    """The line under a report's title: when, on what machine, with which versions, at which commit
+    (``m`` is :func:`machine_info`'s dict), then ``extra`` items."""
+    parts = [date, m["cpu"], f"{m['logical_cores']} logical / {m['physical_cores']} physical cores",
+             f"{m['ram_gb']} GB RAM", f"Python {m['python']}", *(f"{k} {v}" for k, v in m["versions"].items()),
+             f"commit {(m['git_commit'] or 'unknown')[:12]}", *extra]
+    return " · ".join(parts)
+
+
 def write_report(out_dir: Path, stem: str, report: dict[str, Any], markdown: str) -> None:
     """``STEM.json`` (the data) and ``STEM.md`` (its rendering) in ``out_dir``; the markdown is printed."""
     out_dir.mkdir(parents=True, exist_ok=True)
