@@ -10,7 +10,8 @@ in-place, then in-place then concat, ...), so a slow spell lands on both:
 
 - greedy batch 1 (the three prompts of ``bench/engine.py``, one per repeat, in turn);
 - one sampled completion and 8 from one prefill (T=0.7, the prompt of ``bench/engine.py``'s n=8
-  section): their ratio per layout is the n=8 against 8 sequential runs that issue 2 targets.
+  section): their ratio per layout stands for the n=8 against 8 sequential runs that issue 2
+  targets (8 sequential runs are 8 single ones).
 
 Reported: medians, the median of the paired in-place / concat ratios and how many pairs favour
 in-place, whether both layouts produce the same greedy tokens, and the RSS each engine added at
@@ -111,7 +112,8 @@ def render(report: dict[str, Any]) -> str:
         f"Greedy tokens equal between the layouts: {report['greedy_equal']}/{report['greedy_runs']} runs.",
         "",
         "RSS added by loading each engine: " + ", ".join(f"{n} {mb} MB" for n, mb in report["load_rss_mb"].items())
-        + f"; peak RSS of the process {report['peak_rss_mb']} MB.",
+        + f" (the first loaded, {next(iter(report['load_rss_mb']))}, also pays for ONNX Runtime's start-up); "
+        f"peak RSS of the process {report['peak_rss_mb']} MB.",
     ]
     return "\n".join(lines) + "\n"
 
