@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import machine  # noqa: E402
-from bench.engine import GREEDY_PROMPTS, SAMPLING_PROMPT  # noqa: E402
+from bench.engine import GREEDY_PROMPTS, SAMPLING_PROMPT, timed  # noqa: E402
 from router.config import Settings  # noqa: E402
 from router.engine import Engine, SamplingParams  # noqa: E402
 from router.modelbuild.catalog import SMOLLM2, SMOLLM2_INPLACE  # noqa: E402
@@ -45,16 +44,15 @@ MEASURES = ("greedy", "n1", "n8")
 NEW_TOKENS = 64
 
 
-def rate(engine: Engine, measure: str, rep: int) -> tuple[float, list[list[int]]]:
+def run_once(engine: Engine, measure: str, rep: int) -> tuple[float, list[list[int]]]:
     """Completion tokens per second of one call, and its token ids."""
     if measure == "greedy":
         prompt, params, n = GREEDY_PROMPTS[rep % len(GREEDY_PROMPTS)], SamplingParams(max_new_tokens=NEW_TOKENS), 1
     else:
         prompt, n = SAMPLING_PROMPT, 8 if measure == "n8" else 1
         params = SamplingParams(temperature=0.7, max_new_tokens=NEW_TOKENS, seed=100 + rep)
-    start = time.perf_counter()
-    comps = engine.generate(prompt, params, n=n)
-    return sum(c.completion_tokens for c in comps) / (time.perf_counter() - start), [c.token_ids for c in comps]
+    comps, seconds = timed(lambda: engine.generate(prompt, params, n=n))
+    return sum(c.completion_tokens for c in comps) / seconds, [c.token_ids for c in comps]
 
 
 def measure_pairs(engines: dict[str, Engine], reps: int) -> dict[str, Any]:
@@ -65,7 +63,7 @@ def measure_pairs(engines: dict[str, Engine], reps: int) -> dict[str, Any]:
         for m in MEASURES:
             tokens: dict[str, list[list[int]]] = {}
             for name in (names if rep % 2 == 0 else names[::-1]):
-                r, tokens[name] = rate(engines[name], m, rep)
+                r, tokens[name] = run_once(engines[name], m, rep)
                 rates[m][name].append(r)
             greedy_equal += m == "greedy" and tokens["concat"] == tokens["inplace"]
         latest = "; ".join(f"{m} " + " / ".join(f"{rates[m][n][-1]:.1f}" for n in names) for m in MEASURES)
@@ -137,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         load_rss[name] = round((process.memory_info().rss - before) / 2**20, 1)
     for engine in engines.values():  # warm-up: first-run allocations and prepacking, every shape
         for m in MEASURES:
-            rate(engine, m, 0)
+            run_once(engine, m, 0)
     result = measure_pairs(engines, args.reps)
     report = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": info, "reps": args.reps,
               "threads": args.threads, "models": LAYOUTS, "load_rss_mb": load_rss,

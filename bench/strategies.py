@@ -208,7 +208,7 @@ def oracle_lines(res: dict) -> list[str]:
     oracles = [(w, res[f"{ORACLE} {w}"]) for w in ORACLE_WAVES if f"{ORACLE} {w}" in res]
     if not oracles:
         return []
-    parts = [f"{r['mean_samples']} samples ({16 / max(r['mean_samples'], 1e-9):.1f}x fewer) in waves of {w}"
+    parts = [f"{r['mean_samples']} samples ({POOL / max(r['mean_samples'], 1e-9):.1f}x fewer) in waves of {w}"
              for w, r in oracles]
     return [f"Ceiling for any stopping rule that keeps SC@16's grades (`oracle_stop`, which reads the answer "
             f"key): {'; '.join(parts)}."]
