@@ -5,8 +5,9 @@ What is compared, and why:
 1. Greedy batch-1 generation (tokens/s): transformers ``generate`` on torch CPU (the reference the
    model was converted from) vs the engine with the fp32, the int8 and the q4 ONNX decoder (q4:
    the GGUF's own 4-bit blocks, the same weights as fp32), fp32 with its one-row decode steps on
-   q4 (``engine.single_row_model``), fp32 with its KV cache written in place (the
-   ``-inplace`` build: GroupQueryAttention into a preallocated buffer, CPU only), and llama.cpp
+   q4 (``engine.single_row_model``), fp32 with the concat KV cache (on the CPU provider the engine
+   runs the default build's in-place cache, GroupQueryAttention into a preallocated buffer; the
+   concat graph is what it serves on other providers), and llama.cpp
    on the same GGUF when ``llama_cpp`` is
    importable. All peers get the same token ids and the same thread count. Batch-1 decode is
    memory-bound: every weight is read once per token, so this measures how little each runtime
@@ -31,7 +32,7 @@ the CPU report stays as it is. Memory there is host RSS; transformers' GPU peak 
 Every cell is the median of ``--repeats`` runs (default 3). Results go to ``engine.json`` (raw
 numbers, machine facts) and ``engine.md`` (tables, ratios, targets) in ``--out-dir``.
 
-    python bench/engine.py                   # full run (builds the int8, q4 and inplace models if missing)
+    python bench/engine.py                   # full run (builds the int8 and q4 models if missing)
     python bench/engine.py --quick --skip-int8 --out-dir /tmp/bench_smoke   # smoke run
 """
 
@@ -62,7 +63,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from bench import machine  # noqa: E402
 from router.engine.manifest import read_manifest  # noqa: E402
 from router.engine.tokenizer import ChatTokenizer  # noqa: E402
-from router.modelbuild.catalog import SMOLLM2, SMOLLM2_INPLACE, SMOLLM2_INT8, SMOLLM2_Q4, spec  # noqa: E402
+from router.modelbuild.catalog import SMOLLM2, SMOLLM2_INT8, SMOLLM2_Q4, spec  # noqa: E402
 
 TARGET_DECODE_RATIO = 3.0  # engine fp32 greedy tokens/s over transformers'
 TARGET_SAMPLING_RATIO = 5.0  # n=8 from one prefill over 8 sequential runs
@@ -87,11 +88,12 @@ LONG_PROMPT_SENTENCES = (
     "The mayor promised every spring that the clock would be repaired before the harvest fair.",
 )
 
-SECTIONS = ("hf", "fp32", "int8", "q4", "fp32+q4", "fp32-inplace", "llama-cpp")
+SECTIONS = ("hf", "fp32", "int8", "q4", "fp32+q4", "fp32-concat", "llama-cpp")
 ENGINE_MODELS = {"fp32": SMOLLM2, "int8": SMOLLM2_INT8, "q4": SMOLLM2_Q4, "fp32+q4": SMOLLM2,
-                 "fp32-inplace": SMOLLM2_INPLACE}
+                 "fp32-concat": SMOLLM2}
 SINGLE_ROW_MODELS = {"fp32+q4": SMOLLM2_Q4}  # engine.single_row_model of that variant
-VARIANTS = ("int8", "q4", "fp32+q4", "fp32-inplace")  # measured against fp32
+KV_CACHE = {"fp32-concat": "concat"}  # engine.kv_cache of that variant; the others "auto"
+VARIANTS = ("int8", "q4", "fp32+q4", "fp32-concat")  # measured against fp32
 
 
 @dataclass(frozen=True)
@@ -293,11 +295,13 @@ def section_engine(config: Config, variant: str) -> dict[str, Any]:
         settings = SessionSettings(providers=(CPU,), intra_op_threads=config.threads)
     single_row = SINGLE_ROW_MODELS.get(variant)
     engine, load_s = timed(lambda: Engine.load(config.models_dir / ENGINE_MODELS[variant], settings,
-                                               single_row_dir=config.models_dir / single_row if single_row else None))
+                                               single_row_dir=config.models_dir / single_row if single_row else None,
+                                               kv_cache=KV_CACHE.get(variant, "auto")))
     rss_loaded = current_rss_mb()
     prompts = greedy_prompts(engine.tokenizer)
     return {
         "model": engine.name,
+        "kv_cache": engine.kv_cache,
         "load_seconds": round(load_s, 2),
         "rss_after_load_mb": rss_loaded,
         "greedy": engine_greedy(engine, prompts, config),
@@ -530,7 +534,7 @@ def _greedy_md(report: dict[str, Any]) -> list[str]:
     hf_label = "transformers (torch CUDA)" if report.get("device") == "cuda" else "transformers (torch CPU)"
     for name, label in (("hf", hf_label), ("fp32", "engine fp32"), ("int8", "engine int8"),
                         ("q4", "engine q4 (GGUF blocks)"), ("fp32+q4", "engine fp32, single-row steps on q4"),
-                        ("fp32-inplace", "engine fp32, KV cache in place"),
+                        ("fp32-concat", "engine fp32, concat KV cache"),
                         ("llama-cpp", "llama.cpp (GGUF Q4_1)")):
         r = res.get(name)
         if r is None or "greedy" not in r:
@@ -563,9 +567,12 @@ def _sampling_md(res: dict[str, Any]) -> list[str]:
     lines = [f"## 2. {SAMPLES} samples (T={SAMPLING_TEMPERATURE}) from one prefill vs {SAMPLES} sequential runs", ""]
     lines += _table(["model", f"n={SAMPLES} tokens/s", "sequential tokens/s", "ratio",
                      f"target >= {TARGET_SAMPLING_RATIO}x", "samples stopped early"], rows)
+    layouts = ", ".join(f"{n} {res[n]['kv_cache']}" for n in ("fp32", *VARIANTS) if "kv_cache" in res.get(n, {}))
     return lines + ["", "Only generated tokens count; samples that hit EOS early contribute what they made. The two "
                     "peers alternate repeat by repeat (n=8 then sequential, then sequential then n=8, ...), so drift "
-                    "of the machine during a section lands on both.", ""]
+                    "of the machine during a section lands on both.", "",
+                    f"KV cache layout each engine ran (fp32 is the default build as served, `engine.kv_cache` auto): "
+                    f"{layouts}.", ""]
 
 
 def _prefill_md(res: dict[str, Any]) -> list[str]:

@@ -1,8 +1,9 @@
 """The two KV-cache layouts of the same fp32 weights, paired in one process: is in-place faster?
 
-``smollm2-135m-instruct`` (ONNX ``Attention``: each step returns a ``present`` cache one slot
-longer than ``past``, so a step copies every row's cache) against ``smollm2-135m-instruct-inplace``
-(``GroupQueryAttention`` writing into a preallocated buffer bound as past and present). Earlier
+The default build's two graphs: concat (ONNX ``Attention``: each step returns a ``present`` cache
+one slot longer than ``past``, so a step copies every row's cache; what it serves on GPUs) against
+in place (``GroupQueryAttention`` writing into a preallocated buffer bound as past and present;
+what ``engine.kv_cache: auto`` runs on the CPU provider). Earlier
 comparisons measured them in separate sections of ``bench/engine.py``, minutes apart, and this
 machine's batch-1 speed drifts by more than the difference over that time (``hugepages.md``). Here
 both engines live in one process and take turns at every measurement, in ABBA order (concat then
@@ -15,7 +16,7 @@ in-place, then in-place then concat, ...), so a slow spell lands on both:
 
 Reported: medians, the median of the paired in-place / concat ratios and how many pairs favour
 in-place, whether both layouts produce the same greedy tokens, and the RSS each engine added at
-load beside the process's peak. Needs both builds (``router models build NAME``).
+load beside the process's peak. Needs the default build (``router models build``).
 
     python bench/kv_layout.py [--reps 20] [--out-dir bench/results]
 """
@@ -37,9 +38,9 @@ from bench import machine  # noqa: E402
 from bench.engine import GREEDY_PROMPTS, SAMPLING_PROMPT, timed  # noqa: E402
 from router.config import Settings  # noqa: E402
 from router.engine import Engine, SamplingParams  # noqa: E402
-from router.modelbuild.catalog import SMOLLM2, SMOLLM2_INPLACE  # noqa: E402
+from router.modelbuild.catalog import SMOLLM2  # noqa: E402
 
-LAYOUTS = {"concat": SMOLLM2, "inplace": SMOLLM2_INPLACE}
+LAYOUTS = ("concat", "inplace")
 MEASURES = ("greedy", "n1", "n8")
 NEW_TOKENS = 64
 
@@ -88,7 +89,8 @@ def render(report: dict[str, Any]) -> str:
         "",
         machine.machine_line(report["date"], m),
         "",
-        f"Both builds of the fp32 weights loaded in one process, {report['reps']} repeats, each measure taken by "
+        f"The default build's two graphs (one weights file), each opened by its own engine in one process, "
+        f"{report['reps']} repeats, each measure taken by "
         f"both layouts back to back in ABBA order; {NEW_TOKENS} new tokens, CPU provider, "
         f"{report['threads']} intra-op threads. Load average at start {m['load_average_at_start']}, at end "
         f"{report['load_average_at_end']}.",
@@ -129,16 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     process = psutil.Process()
     engines: dict[str, Engine] = {}
     load_rss: dict[str, float] = {}
-    for name, model in LAYOUTS.items():
+    for name in LAYOUTS:
         before = process.memory_info().rss
-        engines[name] = settings.load_engine(settings.model_dir(model))
+        settings.engine.kv_cache = name
+        engines[name] = settings.load_engine(settings.model_dir(SMOLLM2))
         load_rss[name] = round((process.memory_info().rss - before) / 2**20, 1)
     for engine in engines.values():  # warm-up: first-run allocations and prepacking, every shape
         for m in MEASURES:
             run_once(engine, m, 0)
     result = measure_pairs(engines, args.reps)
     report = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": info, "reps": args.reps,
-              "threads": args.threads, "models": LAYOUTS, "load_rss_mb": load_rss,
+              "threads": args.threads, "model": SMOLLM2, "layouts": LAYOUTS, "load_rss_mb": load_rss,
               "peak_rss_mb": round(machine.peak_rss_mb(), 1),
               "load_average_at_end": [round(x, 2) for x in psutil.getloadavg()], **result}
     machine.write_report(args.out_dir, "kv_layout", report, render(report))

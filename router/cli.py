@@ -70,6 +70,7 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps({
             "model": engine.name,
             "providers": engine.providers,
+            "kv_cache": engine.kv_cache,
             "completions": [
                 {"text": c.text, "tokens": c.completion_tokens, "finish_reason": c.finish_reason.value,
                  "mean_logprob": round(c.mean_logprob, 4)}
@@ -79,7 +80,8 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
             "tokens_per_second": round(tokens / elapsed, 1),
         }, indent=2))
         return 0
-    print(f"model {engine.name} on {engine.providers[0]} (loaded and verified in {load_s:.1f} s)")
+    print(f"model {engine.name} on {engine.providers[0]}, {engine.kv_cache} KV cache "
+          f"(loaded and verified in {load_s:.1f} s)")
     print(f"Q: {args.prompt}")
     for c in completions:
         tag = f"[{c.index}] " if len(completions) > 1 else ""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import (
@@ -42,6 +42,9 @@ class EngineSettings(BaseModel):
     # A second build of the same weights for one-row decode steps (e.g. "smollm2-135m-instruct-q4":
     # 1.14x faster single passes, same tokens, +390 MB peak RSS here); "" = off. See README, Models.
     single_row_model: str = ""
+    # KV cache layout: "auto" = in place on the CPU provider when the build has it (the default
+    # build does; batched sampling 4-6 % faster), concat elsewhere. See router/engine/engine.py.
+    kv_cache: Literal["auto", "concat", "inplace"] = "auto"
     # Sampled tokens picked on the decoder's device (router/engine/device_select.py): None = on
     # CUDA only (the host's selection was 71 % of an n=64 step there), true/false to force it;
     # in decode steps of at least device_selection_min_rows rows (below, the host is as fast or faster).
@@ -121,4 +124,5 @@ class Settings(BaseSettings):
 
         return Engine.load(model_dir or self.model_dir(), self.engine.session(), self.engine.max_samples,
                            self.single_row_dir(), device_selection=self.engine.device_selection,
-                           device_selection_min_rows=self.engine.device_selection_min_rows)
+                           device_selection_min_rows=self.engine.device_selection_min_rows,
+                           kv_cache=self.engine.kv_cache)

@@ -55,19 +55,20 @@ def q4_representable(model, seed: int) -> dict:
 
 
 def build_tiny(out: Path, seed: int = 0, context: int = 256, q4_dir: Path | None = None,
-               inplace_dir: Path | None = None):
+               kv_caches: tuple[str, ...] = ("concat",)):
     """Write a random 2-layer Llama to ``out`` with a manifest; returns the HF model.
 
     With ``q4_dir``, the projections get Q4_1-representable weights and a q4 build of the same
     weights goes to ``q4_dir`` (as ``router models build`` makes ``smollm2-135m-instruct-q4``).
-    With ``inplace_dir``, a build of the same weights with the inplace KV cache goes there.
+    ``kv_caches``: a graph per layout over one weights file, as the default SmolLM2 build has
+    ``("concat", "inplace")``.
     """
     import shutil
 
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from router.modelbuild.graph import write_llama_decoder
+    from router.modelbuild.graph import write_llama_decoder, write_llama_decoders
 
     out.mkdir(parents=True, exist_ok=True)
     vocab = train_tokenizer(out / "tokenizer.json")
@@ -81,28 +82,24 @@ def build_tiny(out: Path, seed: int = 0, context: int = 256, q4_dir: Path | None
     with torch.no_grad():  # sharpen the random logits so greedy choices are not near-ties
         model.lm_head.weight.mul_(4.0)
     q4 = q4_representable(model, seed) if q4_dir is not None else None
-    write_llama_decoder(model, out / "model.onnx")
-    _write_manifest(out, "tiny-llama", "fp32", seed, vocab, context)
+    decoders = write_llama_decoders(model, out, kv_caches)
+    _write_manifest(out, "tiny-llama", "fp32", seed, vocab, context, decoders)
     if q4_dir is not None:
         q4_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(out / "tokenizer.json", q4_dir / "tokenizer.json")
         write_llama_decoder(model, q4_dir / "model.onnx", q4)
-        _write_manifest(q4_dir, "tiny-llama-q4", "q4_1", seed, vocab, context)
-    if inplace_dir is not None:
-        inplace_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(out / "tokenizer.json", inplace_dir / "tokenizer.json")
-        write_llama_decoder(model, inplace_dir / "model.onnx", kv_cache="inplace")
-        _write_manifest(inplace_dir, "tiny-llama-inplace", "fp32", seed, vocab, context, kv_cache="inplace")
+        _write_manifest(q4_dir, "tiny-llama-q4", "q4_1", seed, vocab, context, {"concat": "model.onnx"})
     return model
 
 
 def _write_manifest(out: Path, name: str, dtype: str, seed: int, vocab: int, context: int,
-                    kv_cache: str = "concat") -> None:
+                    decoders: dict[str, str]) -> None:
+    kv_cache, decoder_file = next(iter(decoders.items()))
     manifest = Manifest(
         name=name,
         dtype=dtype,
         source={"kind": "random", "seed": seed, "sha256": f"random-seed-{seed}"},
-        files={f: sha256_file(out / f) for f in ("model.onnx", "tokenizer.json")},
+        files={f.name: sha256_file(f) for f in sorted(out.iterdir()) if f.is_file() and f.name != "manifest.json"},
         architecture=Architecture(
             family="llama", num_layers=2, hidden_size=64, num_attention_heads=4, num_kv_heads=2,
             head_dim=16, vocab_size=vocab, rope_theta=100000.0,
@@ -111,6 +108,8 @@ def _write_manifest(out: Path, name: str, dtype: str, seed: int, vocab: int, con
         eos_token_ids=[2],
         chat_template=CHAT_TEMPLATE,
         build={"builder_version": 0},
+        decoder_file=decoder_file,
         kv_cache=kv_cache,
+        extra_decoders={kv: f for kv, f in decoders.items() if kv != kv_cache},
     )
     (out / "manifest.json").write_text(manifest.to_json())

@@ -11,9 +11,11 @@ Why it looks like this:
   partial answer and stop each at a step delimiter (a stop string such as ``"\\n"``).
 - Cancellation and deadlines are checked before every decode step; a stopped call returns what
   it has, marked ``cancelled`` or ``deadline``, and its cache is released on return.
-- The KV cache layout is the build's (``Manifest.kv_cache``): ``concat`` (every provider: each
-  pass returns caches one step longer) or ``inplace`` (CPU only: fixed-capacity host buffers the
-  decoder writes in place, see :mod:`router.engine.state`), which batched sampling runs faster on.
+- The KV cache layout is one the build has a decoder for (``Manifest.kv_caches``): ``concat``
+  (every provider: each pass returns caches one step longer) or ``inplace`` (CPU only:
+  fixed-capacity host buffers the decoder writes in place, see :mod:`router.engine.state`), which
+  batched sampling runs faster on. The default build has both over one weights file; ``auto``
+  (:func:`choose_kv_cache`) takes ``inplace`` on the CPU provider and ``concat`` elsewhere.
 - Optionally a second build of the *same weights* (the q4 variant: the GGUF's 4-bit blocks) runs
   the one-row, one-token decode steps, where it is faster (it reads half the bytes), while
   prefills and batches stay on the main decoder, where q4 is slower. Both read and write the same cache layout, so a
@@ -37,7 +39,7 @@ import onnxruntime as ort
 from router.engine.device_select import DeviceTokenSelector
 from router.engine.manifest import Manifest, load_manifest
 from router.engine.sampling import row_generators, select_tokens
-from router.engine.session import CPU, SessionSettings, device_of, open_session
+from router.engine.session import CPU, SessionSettings, device_of, first_installed, open_session
 from router.engine.state import SequenceState, inplace_capacity
 from router.engine.tokenizer import ChatTokenizer
 from router.engine.types import CancelToken, Completion, FinishReason, Prompt, SamplingParams
@@ -50,6 +52,25 @@ TokenCallback = Callable[[list[tuple[int, int]]], None]
 # n=16 1559 vs 1311 with top-p 0.95 (the ladder's setting) and 1698 vs 1721 at T=0.7; n=24 and up
 # the device wins both). See README "Token selection on the device".
 DEVICE_SELECTION_MIN_ROWS = 16
+KV_CACHES = ("concat", "inplace")
+
+
+def choose_kv_cache(wanted: str, manifest: Manifest, provider: str, single_row: bool = False) -> str:
+    """The KV cache layout to run ``manifest``'s build with: ``wanted``, or for ``"auto"`` the
+    in-place cache when the build has it, the session runs on the CPU provider and no single-row
+    decoder shares the cache (the q4 build has the concat layout only), else the build's default.
+
+    Why in place on the CPU: batched decode steps stop copying every row's cache (n=8 sampling
+    4-6 % faster in bench/results/kv_layout.md, the same greedy tokens); ONNX Runtime runs its
+    GroupQueryAttention in float32 on the CPU provider only.
+    """
+    if wanted == "auto":
+        inplace = "inplace" in manifest.kv_caches and provider == CPU and not single_row
+        return "inplace" if inplace else manifest.kv_cache
+    if wanted not in KV_CACHES:
+        raise InvalidArgumentError("kv_cache", f"must be 'auto' or one of {KV_CACHES}, got {wanted!r}")
+    manifest.decoder_for(wanted)  # a layout the build has
+    return wanted
 
 
 @dataclass
@@ -75,10 +96,12 @@ class Engine:
         single_row_session: ort.InferenceSession | None = None,
         device_selection: bool | None = None,
         device_selection_min_rows: int = DEVICE_SELECTION_MIN_ROWS,
+        kv_cache: str | None = None,
     ) -> None:
         """``device_selection``: pick sampled tokens on the decoder's device
         (:mod:`router.engine.device_select`) in decode steps of at least ``device_selection_min_rows``
-        rows; None = on CUDA only, True also on the CPU provider."""
+        rows; None = on CUDA only, True also on the CPU provider. ``kv_cache``: the layout of
+        ``session``'s decoder (None: the manifest's default)."""
         self.model_dir = model_dir
         self.manifest = manifest
         self.max_samples = max_samples
@@ -92,10 +115,11 @@ class Engine:
         self._eos = frozenset(manifest.eos_token_ids)
         self._stats_lock = threading.Lock()
         self.stats = EngineStats()
-        if manifest.kv_cache not in ("concat", "inplace"):
+        self.kv_cache = kv_cache or manifest.kv_cache
+        if self.kv_cache not in KV_CACHES:
             raise ModelIntegrityError(f"{manifest.name}'s manifest names an unknown KV cache layout "
-                                      f"{manifest.kv_cache!r}; rebuild it with `router models build {manifest.name}`")
-        self._inplace = manifest.kv_cache == "inplace"
+                                      f"{self.kv_cache!r}; rebuild it with `router models build {manifest.name}`")
+        self._inplace = self.kv_cache == "inplace"
         if self._inplace and self._device != "cpu":
             raise ProviderUnavailableError(
                 f"{manifest.name} writes its KV cache in place with GroupQueryAttention, which ONNX Runtime runs in "
@@ -122,27 +146,31 @@ class Engine:
         single_row_dir: Path | None = None,
         device_selection: bool | None = None,
         device_selection_min_rows: int = DEVICE_SELECTION_MIN_ROWS,
+        kv_cache: str = "auto",
     ) -> Engine:
-        """Verify the manifest's sha256s, then open the decoder (and the single-row decoder, which
-        must be a build of the same source with the same architecture and tokenizer)."""
+        """Verify the manifest's sha256s, then open the decoder of the KV cache layout
+        :func:`choose_kv_cache` picks (and the single-row decoder, which must be a build of the same
+        source with the same architecture, that layout and the same tokenizer)."""
         manifest = load_manifest(model_dir)
         settings = session_settings or SessionSettings()
-        session = open_session(model_dir / manifest.decoder_file, settings)
+        layout = choose_kv_cache(kv_cache, manifest, first_installed(settings), single_row_dir is not None)
+        session = open_session(model_dir / manifest.decoder_for(layout), settings)
         single_row = None
         if single_row_dir is not None:
             other = load_manifest(single_row_dir)
             same = (other.source.get("sha256") == manifest.source.get("sha256")
                     and other.architecture == manifest.architecture
-                    and other.kv_cache == manifest.kv_cache
+                    and layout in other.kv_caches
                     and other.files.get(other.tokenizer_file) == manifest.files.get(manifest.tokenizer_file))
             if not same:
                 raise ModelIntegrityError(
                     f"{single_row_dir.name} cannot run {model_dir.name}'s single-row steps: it is not a build of "
                     "the same source with the same architecture, KV cache layout and tokenizer"
                 )
-            single_row = open_session(single_row_dir / other.decoder_file, settings)
+            single_row = open_session(single_row_dir / other.decoder_for(layout), settings)
         return cls(model_dir, manifest, session, max_samples=max_samples, single_row_session=single_row,
-                   device_selection=device_selection, device_selection_min_rows=device_selection_min_rows)
+                   device_selection=device_selection, device_selection_min_rows=device_selection_min_rows,
+                   kv_cache=layout)
 
     # -- facts ---------------------------------------------------------------------------------
     @property

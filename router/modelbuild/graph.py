@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, external_data_helper, helper, numpy_helper
 
 from router.errors import BuildError
 from router.modelbuild.q4 import BLOCK as Q4_BLOCK
@@ -126,6 +126,11 @@ class _Graph:
 
 
 KV_CACHES = ("concat", "inplace")
+# The file of each layout's graph in a model directory; a build with several shares WEIGHTS_FILE.
+DECODER_FILES = {"concat": "model.onnx", "inplace": "model-inplace.onnx"}
+WEIGHTS_FILE = "model.weights"
+_EXTERNAL_MIN_BYTES = 1024  # smaller initializers (shapes, axes, scalars) stay inside each graph
+_WEIGHTS_ALIGN = 4096  # page-aligned offsets, so ONNX Runtime may map them instead of copying
 
 
 def build_llama_graph(
@@ -303,3 +308,46 @@ def write_llama_decoder(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(proto, str(out_path))
     return out_path
+
+
+def write_llama_decoders(
+    model: Any, out_dir: Path, kv_caches: tuple[str, ...] = ("concat",), q4: Mapping[str, Q4Blocks] | None = None
+) -> dict[str, str]:
+    """One graph per KV cache layout in ``kv_caches`` (named as in :data:`DECODER_FILES`), in
+    ``out_dir``; returns layout -> file name.
+
+    With one layout the graph holds its weights, as :func:`write_llama_decoder` writes it. With
+    several, the graphs differ only in their attention nodes, so their weights are written once,
+    to :data:`WEIGHTS_FILE`, and every graph points into it (ONNX external data): a build that
+    serves the concat layout on any provider and the in-place one on the CPU provider costs one
+    copy of the weights on disk and one sha256 pass at load, not two.
+    """
+    unknown = [kv for kv in kv_caches if kv not in KV_CACHES]
+    if unknown or not kv_caches or len(set(kv_caches)) != len(kv_caches):
+        raise BuildError(f"kv_caches must be distinct layouts from {KV_CACHES}, got {kv_caches!r}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if len(kv_caches) == 1:
+        write_llama_decoder(model, out_dir / DECODER_FILES[kv_caches[0]], q4, kv_caches[0])
+        return {kv_caches[0]: DECODER_FILES[kv_caches[0]]}
+    shape = LlamaShape.from_config(model.config)
+    state = {k: v.detach().to("cpu").float().numpy() for k, v in model.state_dict().items()}
+    placed: dict[str, tuple[int, int, bytes]] = {}  # initializer name -> offset, length, bytes
+    with (out_dir / WEIGHTS_FILE).open("wb") as weights:
+        for kv in kv_caches:
+            proto = build_llama_graph(state, shape, q4, kv)
+            for tensor in proto.graph.initializer:
+                data = tensor.raw_data
+                if len(data) < _EXTERNAL_MIN_BYTES:
+                    continue
+                if tensor.name not in placed:
+                    weights.write(b"\0" * (-weights.tell() % _WEIGHTS_ALIGN))
+                    placed[tensor.name] = (weights.tell(), len(data), data)
+                    weights.write(data)
+                offset, length, written = placed[tensor.name]
+                if data != written:  # the layouts must read the same weights under the same names
+                    raise BuildError(f"initializer {tensor.name!r} differs between the KV cache layouts")
+                external_data_helper.set_external_data(tensor, WEIGHTS_FILE, offset, length)
+                tensor.ClearField("raw_data")
+                tensor.data_location = TensorProto.EXTERNAL
+            onnx.save_model(proto, str(out_dir / DECODER_FILES[kv]))
+    return {kv: DECODER_FILES[kv] for kv in kv_caches}

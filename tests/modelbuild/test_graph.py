@@ -13,7 +13,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from router.errors import BuildError
-from router.modelbuild.graph import LlamaShape, write_llama_decoder
+from router.modelbuild.graph import LlamaShape, write_llama_decoder, write_llama_decoders
 from tests.tiny_model import q4_representable
 
 LAYERS, KV_HEADS, HEAD_DIM = 2, 2, 16
@@ -142,6 +142,9 @@ def test_the_inplace_cache_writes_its_new_slots_into_the_bound_buffers(tiny_llam
         assert not buf[:, :, 6:].any()
     with pytest.raises(BuildError, match="kv_cache"):
         write_llama_decoder(model, tmp_path / "bad.onnx", kv_cache="paged")
+    for bad in (("paged",), ("concat", "concat"), ()):
+        with pytest.raises(BuildError, match="kv_caches must be distinct layouts"):
+            write_llama_decoders(model, tmp_path / "bad", bad)
 
 
 @pytest.mark.parametrize(
