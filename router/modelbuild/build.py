@@ -39,8 +39,9 @@ from router.errors import BuildError, ModelUnavailableError
 from router.modelbuild.catalog import CATALOG, ModelSpec, spec
 
 # 2: the fused graph writer (router/modelbuild/graph.py) replaced torch.onnx.export; 3: a build may
-# hold a graph per KV cache layout over one weights file (the default: concat and in place)
-BUILDER_VERSION = 3
+# hold a graph per KV cache layout over one weights file (the default: concat and in place); 4: the
+# in-place graph's GroupQueryAttention takes packed q|k|v and applies the rotary embedding itself
+BUILDER_VERSION = 4
 SANITY_QUESTION = "What is the capital of France?"
 SANITY_TOKENS = 24
 IM_START = "<|im_start|>"

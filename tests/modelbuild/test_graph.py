@@ -112,6 +112,7 @@ def test_the_inplace_cache_writes_its_new_slots_into_the_bound_buffers(tiny_llam
     path = write_llama_decoder(model, tmp_path / "inplace.onnx", kv_cache="inplace")
     ops = Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
     assert ops["GroupQueryAttention"] == LAYERS and ops["Attention"] == 0
+    assert ops["RotaryEmbedding"] == 0 and ops["Split"] == LAYERS  # rotary inside GQA; gate|up split only
     inplace = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 97, (2, 5))
