@@ -43,7 +43,7 @@ class EngineSettings(BaseModel):
     # 1.14x faster single passes, same tokens, +390 MB peak RSS here); "" = off. See README, Models.
     single_row_model: str = ""
     # KV cache layout: "auto" = in place on the CPU provider when the build has it (the default
-    # build does; batched sampling 4-6 % faster), concat elsewhere. See router/engine/engine.py.
+    # build does; batched sampling 4-8 % faster), concat elsewhere. See router/engine/engine.py.
     kv_cache: Literal["auto", "concat", "inplace"] = "auto"
     # Sampled tokens picked on the decoder's device (router/engine/device_select.py): None = on
     # CUDA only (the host's selection was 71 % of an n=64 step there), true/false to force it;

@@ -61,7 +61,7 @@ def choose_kv_cache(wanted: str, manifest: Manifest, provider: str, single_row: 
     decoder shares the cache (the q4 build has the concat layout only), else the build's default.
 
     Why in place on the CPU: batched decode steps stop copying every row's cache (n=8 sampling
-    4-6 % faster in bench/results/kv_layout.md, the same greedy tokens); ONNX Runtime runs its
+    4-8 % faster in bench/results/kv_layout.md, the same greedy tokens); ONNX Runtime runs its
     GroupQueryAttention in float32 on the CPU provider only.
     """
     if wanted == "auto":
