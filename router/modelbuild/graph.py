@@ -14,9 +14,8 @@ ORT profile put ~45 % of a batch-1 decode step's kernel time outside MatMul; onn
 
 The in-place KV cache graph has 10: ``GroupQueryAttention`` takes the packed q|k|v and applies
 the rotary embedding itself (``do_rotary`` with the same cos/sin tables and ``position_ids``), so
-the q|k|v Split and both RotaryEmbedding nodes go. Paired against the 13-node form in one process
-(2 x 12 ABBA repeats): greedy 1.079x and 1.068x (faster in 11 and 10 of 12), n=8 1.039x and
-1.038x (9 and 10 of 12), the same tokens in every run.
+the q|k|v Split and both RotaryEmbedding nodes go: 90 fewer nodes, the same tokens, about 1-2 %
+faster in pairs that alternate load order (README, "The in-place KV cache").
 
 The interface is the optimum layout the engine already runs (``input_ids, attention_mask,
 position_ids, past_key_values.{i}.key/value`` -> ``logits, present.{i}.key/value``, caches
