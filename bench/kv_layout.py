@@ -6,8 +6,9 @@ in place (``GroupQueryAttention`` writing into a preallocated buffer bound as pa
 what ``engine.kv_cache: auto`` runs on the CPU provider). Earlier
 comparisons measured them in separate sections of ``bench/engine.py``, minutes apart, and this
 machine's batch-1 speed drifts by more than the difference over that time (``hugepages.md``). Here
-both engines live in one process and take turns at every measurement, in ABBA order (concat then
-in-place, then in-place then concat, ...), so a slow spell lands on both:
+both engines live in one process and take turns at every measurement, in ABBA order (the layout
+loaded first, ``--first``, then the other, then the other way round, ...), so a slow spell lands on
+both:
 
 - greedy batch 1 (the three prompts of ``bench/engine.py``, one per repeat, in turn);
 - one sampled completion and 8 from one prefill (T=0.7, the prompt of ``bench/engine.py``'s n=8
