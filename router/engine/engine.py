@@ -37,7 +37,7 @@ import numpy as np
 import onnxruntime as ort
 
 from router.engine.device_select import DeviceTokenSelector
-from router.engine.manifest import Manifest, load_manifest
+from router.engine.manifest import KV_CACHES, Manifest, load_manifest
 from router.engine.sampling import row_generators, select_tokens
 from router.engine.session import CPU, SessionSettings, device_of, first_installed, open_session
 from router.engine.state import SequenceState, inplace_capacity
@@ -52,7 +52,6 @@ TokenCallback = Callable[[list[tuple[int, int]]], None]
 # n=16 1559 vs 1311 with top-p 0.95 (the ladder's setting) and 1698 vs 1721 at T=0.7; n=24 and up
 # the device wins both). See README "Token selection on the device".
 DEVICE_SELECTION_MIN_ROWS = 16
-KV_CACHES = ("concat", "inplace")
 
 
 def choose_kv_cache(wanted: str, manifest: Manifest, provider: str, single_row: bool = False) -> str:

@@ -17,6 +17,9 @@ from router.errors import ModelIntegrityError, ModelNotBuiltError, ModelUnavaila
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
+# The KV cache layouts a decoder graph may have (router/modelbuild/graph.py writes them, the engine
+# runs them): "concat" returns a cache one slot longer each pass, "inplace" writes a bound buffer.
+KV_CACHES = ("concat", "inplace")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -43,6 +43,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, external_data_helper, helper, numpy_helper
 
+from router.engine.manifest import KV_CACHES
 from router.errors import BuildError
 from router.modelbuild.q4 import BLOCK as Q4_BLOCK
 from router.modelbuild.q4 import Q4Blocks
@@ -130,7 +131,6 @@ class _Graph:
         return outs
 
 
-KV_CACHES = ("concat", "inplace")
 # The file of each layout's graph in a model directory; a build with several shares WEIGHTS_FILE.
 DECODER_FILES = {"concat": "model.onnx", "inplace": "model-inplace.onnx"}
 WEIGHTS_FILE = "model.weights"
