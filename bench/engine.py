@@ -203,6 +203,29 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return value, time.perf_counter() - start
 
 
+def load_paired_engines(names: Sequence[str], threads: int, configure: Callable[[Any, str], None]) -> tuple[
+        dict[str, Any], dict[str, float]]:
+    """The default build opened once per name, in order, on the CPU provider with ``threads``
+    intra-op threads (``configure(settings, name)`` sets what differs), and the RSS each load added
+    in MB: the engines of a paired bench (``kv_layout.py``, ``greedy_head.py``)."""
+    import psutil
+
+    from router.config import Settings
+
+    settings = Settings()
+    settings.engine.providers = ["CPUExecutionProvider"]
+    settings.engine.intra_op_threads = threads
+    process = psutil.Process()
+    engines: dict[str, Any] = {}
+    load_rss: dict[str, float] = {}
+    for name in names:
+        before = process.memory_info().rss
+        configure(settings, name)
+        engines[name] = settings.load_engine(settings.model_dir(SMOLLM2))
+        load_rss[name] = round((process.memory_info().rss - before) / 2**20, 1)
+    return engines, load_rss
+
+
 def rate(tokens: int, seconds: float) -> float:
     return round(tokens / seconds, 2) if seconds > 0 else 0.0
 

@@ -36,7 +36,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import machine  # noqa: E402
-from bench.engine import GREEDY_PROMPTS, SAMPLING_PROMPT, timed  # noqa: E402
+from bench.engine import GREEDY_PROMPTS, SAMPLING_PROMPT, load_paired_engines, timed  # noqa: E402
 from router.config import Settings  # noqa: E402
 from router.engine import Engine, SamplingParams  # noqa: E402
 from router.modelbuild.catalog import SMOLLM2  # noqa: E402
@@ -131,17 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", type=Path, default=machine.REPO_ROOT / "bench" / "results")
     args = p.parse_args(argv)
     info = machine.machine_info(["onnxruntime", "numpy"])
-    settings = Settings()
-    settings.engine.providers = ["CPUExecutionProvider"]
-    settings.engine.intra_op_threads = args.threads
-    process = psutil.Process()
-    engines: dict[str, Engine] = {}
-    load_rss: dict[str, float] = {}
-    for name in sorted(LAYOUTS, key=lambda n: n != args.first):
-        before = process.memory_info().rss
-        settings.engine.kv_cache = name
-        engines[name] = settings.load_engine(settings.model_dir(SMOLLM2))
-        load_rss[name] = round((process.memory_info().rss - before) / 2**20, 1)
+    def configure(settings: Settings, layout: str) -> None:
+        settings.engine.kv_cache = layout
+        settings.engine.int8_greedy_head = False  # the layouts alone (bench/greedy_head.py measures that head)
+
+    engines, load_rss = load_paired_engines(sorted(LAYOUTS, key=lambda n: n != args.first), args.threads, configure)
     for engine in engines.values():  # warm-up: first-run allocations and prepacking, every shape
         for m in MEASURES:
             run_once(engine, m, 0)

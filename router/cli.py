@@ -71,6 +71,7 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
             "model": engine.name,
             "providers": engine.providers,
             "kv_cache": engine.kv_cache,
+            "int8_greedy_head": engine.int8_greedy_head,
             "completions": [
                 {"text": c.text, "tokens": c.completion_tokens, "finish_reason": c.finish_reason.value,
                  "mean_logprob": round(c.mean_logprob, 4)}
@@ -80,7 +81,8 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
             "tokens_per_second": round(tokens / elapsed, 1),
         }, indent=2))
         return 0
-    print(f"model {engine.name} on {engine.providers[0]}, {engine.kv_cache} KV cache "
+    head = ", int8 greedy head" if engine.int8_greedy_head else ""
+    print(f"model {engine.name} on {engine.providers[0]}, {engine.kv_cache} KV cache{head} "
           f"(loaded and verified in {load_s:.1f} s)")
     print(f"Q: {args.prompt}")
     for c in completions:

@@ -45,6 +45,10 @@ class EngineSettings(BaseModel):
     # KV cache layout: "auto" = in place on the CPU provider when the build has it (the default
     # build does; batched sampling 4-8 % faster), concat elsewhere. See router/engine/engine.py.
     kv_cache: Literal["auto", "concat", "inplace"] = "auto"
+    # Greedy steps pick from the in-place graph's int8 LM head (a quarter of the head's bytes),
+    # recomputing in float32 only the tokens that could still be the argmax: the float32 head's
+    # token. See router/engine/greedy_head.py.
+    int8_greedy_head: bool = True
     # Sampled tokens picked on the decoder's device (router/engine/device_select.py): None = on
     # CUDA only (the host's selection was 71 % of an n=64 step there), true/false to force it;
     # in decode steps of at least device_selection_min_rows rows (below, the host is as fast or faster).
@@ -125,4 +129,4 @@ class Settings(BaseSettings):
         return Engine.load(model_dir or self.model_dir(), self.engine.session(), self.engine.max_samples,
                            self.single_row_dir(), device_selection=self.engine.device_selection,
                            device_selection_min_rows=self.engine.device_selection_min_rows,
-                           kv_cache=self.engine.kv_cache)
+                           kv_cache=self.engine.kv_cache, int8_greedy_head=self.engine.int8_greedy_head)

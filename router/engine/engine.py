@@ -16,6 +16,9 @@ Why it looks like this:
   fixed-capacity host buffers the decoder writes in place, see :mod:`router.engine.state`), which
   batched sampling runs faster on. The default build has both over one weights file; ``auto``
   (:func:`choose_kv_cache`) takes ``inplace`` on the CPU provider and ``concat`` elsewhere.
+- Greedy decode steps on the in-place graph run its LM head on an int8 copy and recompute in
+  float32 only the tokens that could be the argmax (or are likely): the float32 head's token for a
+  fraction of the head's reads (:mod:`router.engine.greedy_head`).
 - Optionally a second build of the *same weights* (the q4 variant: the GGUF's 4-bit blocks) runs
   the one-row, one-token decode steps, where it is faster (it reads half the bytes), while
   prefills and batches stay on the main decoder, where q4 is slower. Both read and write the same cache layout, so a
@@ -37,6 +40,7 @@ import numpy as np
 import onnxruntime as ort
 
 from router.engine.device_select import DeviceTokenSelector
+from router.engine.greedy_head import EXACT_LOGITS, HEAD_CANDIDATES, GreedyLogits
 from router.engine.manifest import KV_CACHES, Manifest, load_manifest
 from router.engine.sampling import row_generators, select_tokens
 from router.engine.session import CPU, SessionSettings, device_of, first_installed, open_session
@@ -81,6 +85,8 @@ class EngineStats:
     generated_tokens: int = 0
     single_row_forwards: int = 0  # forwards run by the single-row decoder
     device_selections: int = 0  # decode steps whose tokens were selected on the decoder's device
+    int8_head_steps: int = 0  # greedy decode steps run on the int8 head (router/engine/greedy_head.py)
+    int8_head_recomputed: int = 0  # logits those steps recomputed in float32
 
 
 class Engine:
@@ -96,11 +102,13 @@ class Engine:
         device_selection: bool | None = None,
         device_selection_min_rows: int = DEVICE_SELECTION_MIN_ROWS,
         kv_cache: str | None = None,
+        int8_greedy_head: bool = True,
     ) -> None:
         """``device_selection``: pick sampled tokens on the decoder's device
         (:mod:`router.engine.device_select`) in decode steps of at least ``device_selection_min_rows``
         rows; None = on CUDA only, True also on the CPU provider. ``kv_cache``: the layout of
-        ``session``'s decoder (None: the manifest's default)."""
+        ``session``'s decoder (None: the manifest's default). ``int8_greedy_head``: greedy steps run the
+        decoder's int8 head when it has one (:mod:`router.engine.greedy_head`)."""
         self.model_dir = model_dir
         self.manifest = manifest
         self.max_samples = max_samples
@@ -112,6 +120,9 @@ class Engine:
         self._past_names = [f"past_key_values.{i}.{kv}" for i in range(arch.num_layers) for kv in ("key", "value")]
         self._present_names = [f"present.{i}.{kv}" for i in range(arch.num_layers) for kv in ("key", "value")]
         self._eos = frozenset(manifest.eos_token_ids)
+        inputs = session.get_inputs() if hasattr(session, "get_inputs") else []  # (tests' stand-in sessions)
+        self._head_switch = EXACT_LOGITS in {i.name for i in inputs}
+        self._greedy_head = int8_greedy_head and self._head_switch
         self._stats_lock = threading.Lock()
         self.stats = EngineStats()
         self.kv_cache = kv_cache or manifest.kv_cache
@@ -146,10 +157,12 @@ class Engine:
         device_selection: bool | None = None,
         device_selection_min_rows: int = DEVICE_SELECTION_MIN_ROWS,
         kv_cache: str = "auto",
+        int8_greedy_head: bool = True,
     ) -> Engine:
         """Verify the manifest's sha256s, then open the decoder of the KV cache layout
         :func:`choose_kv_cache` picks (and the single-row decoder, which must be a build of the same
-        source with the same architecture, that layout and the same tokenizer)."""
+        source with the same architecture, that layout and the same tokenizer). ``int8_greedy_head``:
+        greedy steps use the decoder's int8 head when it has one (the in-place graph)."""
         manifest = load_manifest(model_dir)
         settings = session_settings or SessionSettings()
         layout = choose_kv_cache(kv_cache, manifest, first_installed(settings), single_row_dir is not None)
@@ -169,7 +182,7 @@ class Engine:
             single_row = open_session(single_row_dir / other.decoder_for(layout), settings)
         return cls(model_dir, manifest, session, max_samples=max_samples, single_row_session=single_row,
                    device_selection=device_selection, device_selection_min_rows=device_selection_min_rows,
-                   kv_cache=layout)
+                   kv_cache=layout, int8_greedy_head=int8_greedy_head)
 
     # -- facts ---------------------------------------------------------------------------------
     @property
@@ -185,6 +198,11 @@ class Engine:
     def accelerated(self) -> bool:
         """Runs on an accelerator (not the CPU provider): the policies' CPU caps do not apply."""
         return self.providers[0] != CPU
+
+    @property
+    def int8_greedy_head(self) -> bool:
+        """Whether greedy steps run the decoder's int8 head (the float32 head's argmax, fewer bytes read)."""
+        return self._greedy_head
 
     @property
     def context_length(self) -> int:
@@ -287,8 +305,9 @@ class Engine:
         finish: list[FinishReason | None] = [None] * n_rows
         cut: list[int | None] = [None] * n_rows
 
+        greedy = params.greedy
         if any(state.pending):
-            self._feed(state, [list(p) for p in state.pending])
+            self._feed(state, [list(p) for p in state.pending], greedy)
             state.pending = [[] for _ in range(state.rows)]
         live = list(range(n_rows))  # live[i]: which completion state row i belongs to
         step_s = 0.0  # the last step's duration: a step that would end past the deadline is not started
@@ -310,6 +329,9 @@ class Engine:
                 if picked is not None:
                     with self._stats_lock:
                         self.stats.device_selections += 1
+            if picked is None and greedy and state.greedy is not None:  # the pick they are good for
+                greedy_logits = state.greedy.logits if len(active) == state.rows else state.greedy.logits[active]
+                picked = select_tokens(greedy_logits, params, [])
             if picked is None:  # on the host (with the device's draws, if it handed the step back)
                 logits = state.logits if len(active) == state.rows else state.logits[active]
                 picked = select_tokens(logits, params, [rngs[live[i]] for i in active], uniforms)
@@ -343,7 +365,7 @@ class Engine:
                     state = state.select(running)
                     feed = [feed[i] for i in running]
                     live = [live[i] for i in running]
-            self._feed(state, feed)
+            self._feed(state, feed, greedy)
             with self._stats_lock:
                 self.stats.decode_steps += 1
                 self.stats.generated_tokens += sum(1 for f in feed if f)
@@ -389,8 +411,11 @@ class Engine:
             return FinishReason.DEADLINE
         return None
 
-    def _feed(self, state: SequenceState, new: list[list[int]]) -> None:
-        """Run one forward pass that appends ``new[r]`` to row ``r`` (padding the shorter rows)."""
+    def _feed(self, state: SequenceState, new: list[list[int]], greedy: bool = False) -> None:
+        """Run one forward pass that appends ``new[r]`` to row ``r`` (padding the shorter rows).
+
+        ``greedy``: the next tokens will be picked greedily, so a one-token step that feeds every
+        row may leave int8 logits for :class:`GreedyHead` (when the decoder has that head)."""
         width = max(len(toks) for toks in new)
         rows = state.rows
         if self._inplace and rows > 1 and width > 1:
@@ -412,11 +437,21 @@ class Engine:
         state.reserve(mask.shape[1])  # inplace layout: room for the new slots
         fed = np.flatnonzero(counts)
         if self._selector is not None and width == 1 and rows >= self._selector_min_rows:  # logits stay put
-            logits_value, kv = self._run(ids, mask, positions, state.kv, logits_on_device=True)
+            logits_value, kv, _ = self._run(ids, mask, positions, state.kv, logits_on_device=True)
             state.keep_logits_on_device(logits_value, fed)
             self._advance(state, kv, mask, counts)
             return
-        logits, kv = self._run(ids, mask, positions, state.kv)
+        if greedy and self._greedy_head and width == 1 and fed.size == rows:
+            logits, kv, recomputed = self._run(ids, mask, positions, state.kv, exact=False)
+            past = state.kv
+            state.keep_greedy_logits(GreedyLogits(
+                logits[:, 0], lambda: self._run(ids, mask, positions, past)[0][:, 0].copy()))
+            with self._stats_lock:
+                self.stats.int8_head_steps += 1
+                self.stats.int8_head_recomputed += recomputed
+            self._advance(state, kv, mask, counts)
+            return
+        logits, kv, _ = self._run(ids, mask, positions, state.kv)
         # Decoders from router/modelbuild/graph.py return only each row's last position. When every
         # row was fed (every decode step but the last ones of a ragged batch) the fresh output
         # becomes the state's logits as it is: copying [64, 49152] floats took 2.8 ms.
@@ -435,10 +470,12 @@ class Engine:
 
     def _run(
         self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, kv: list[ort.OrtValue],
-        logits_on_device: bool = False,
-    ) -> tuple[np.ndarray | ort.OrtValue, list[ort.OrtValue]]:
+        logits_on_device: bool = False, exact: bool = True,
+    ) -> tuple[np.ndarray | ort.OrtValue, list[ort.OrtValue], int]:
         """One forward pass: the logits ([rows, width, vocab]; an ``OrtValue`` on the decoder's
-        device with ``logits_on_device``, else a host array) and the new cache."""
+        device with ``logits_on_device``, else a host array), the new cache, and the logits the
+        int8 head recomputed in float32; with ``exact`` false (a decoder with the int8 head),
+        greedy logits (:mod:`router.engine.greedy_head`)."""
         session = self._session
         if self._single_row is not None and ids.shape == (1, 1):
             session = self._single_row
@@ -454,11 +491,17 @@ class Engine:
         if self._inplace:  # present is past: the decoder writes the new slots into the same buffers
             for name, value in zip(self._present_names, kv, strict=True):
                 binding.bind_ortvalue_output(name, value)
-            session.run_with_iobinding(binding)
-            logits = binding.get_outputs()[0]
-            return (logits if logits_on_device else logits.numpy()), kv
-        for name in self._present_names:
-            binding.bind_output(name, self._device)
+        else:
+            for name in self._present_names:
+                binding.bind_output(name, self._device)
+        switch = self._head_switch and session is self._session
+        if switch:  # the in-place graph's head: float32, or int8 for a greedy step
+            binding.bind_cpu_input(EXACT_LOGITS, np.array(exact))
+            binding.bind_output(HEAD_CANDIDATES, "cpu")
         session.run_with_iobinding(binding)
         outputs = binding.get_outputs()
-        return (outputs[0] if logits_on_device else outputs[0].numpy()), list(outputs[1:])
+        logits = outputs[0] if logits_on_device else outputs[0].numpy()
+        recomputed = int(outputs[-1].numpy()[0]) if switch else 0
+        if self._inplace:
+            return logits, kv, recomputed
+        return logits, list(outputs[1 : 1 + len(self._present_names)]), recomputed

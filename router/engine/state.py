@@ -10,7 +10,9 @@ Invariant: every token of ``tokens[r]`` is in the cache except the trailing ``pe
 accelerator selects the tokens (:mod:`router.engine.device_select`), a decode step's logits stay on
 the device (``device_logits``) and come to the host only if something reads ``logits``. A row the
 step did not feed (finished, or left out of a ragged extend) keeps its earlier logits on the host
-(``held_logits``), since the pass wrote padding into its row of ``device_logits``.
+(``held_logits``), since the pass wrote padding into its row of ``device_logits``. A greedy decode
+step on the CPU may leave greedy logits instead (``greedy``, :mod:`router.engine.greedy_head`),
+which become float32 logits if anything but the greedy pick reads them.
 
 Two cache layouts, by the decoder's build (``Manifest.kv_cache``): ``concat`` caches are exactly
 ``slots`` long and each forward pass returns new ones; ``inplace`` caches are host ``buffers`` of
@@ -26,6 +28,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from router.engine.greedy_head import GreedyLogits
+
 
 @dataclass
 class SequenceState:
@@ -40,11 +44,16 @@ class SequenceState:
     buffers: list[np.ndarray] | None = field(default=None, repr=False)  # inplace layout: what ``kv`` wraps
     device_logits: ort.OrtValue | None = field(default=None, repr=False)  # [rows, 1, vocab], the last pass's
     held_logits: dict[int, np.ndarray] = field(default_factory=dict, repr=False)  # rows it did not feed
+    greedy: GreedyLogits | None = field(default=None, repr=False)  # a greedy step's logits
 
     @property
     def logits(self) -> np.ndarray:
-        """[rows, vocab] float32 on the host (copied from the device on first read, if they are there)."""
+        """[rows, vocab] float32 on the host (copied from the device on first read, if they are
+        there; from the float32 head if a greedy step left greedy logits)."""
         if self.host_logits is None:
+            if self.greedy is not None:
+                self.host_logits, self.greedy = self.greedy.exact(), None
+                return self.host_logits
             if self.device_logits is None:
                 raise RuntimeError("sequence state holds no logits")
             host = np.array(self.device_logits.numpy()[:, -1])
@@ -55,7 +64,11 @@ class SequenceState:
 
     @logits.setter
     def logits(self, value: np.ndarray) -> None:
-        self.host_logits, self.device_logits, self.held_logits = value, None, {}
+        self.host_logits, self.device_logits, self.held_logits, self.greedy = value, None, {}, None
+
+    def keep_greedy_logits(self, value: GreedyLogits) -> None:
+        """A greedy decode step's logits for every row (:mod:`router.engine.greedy_head`)."""
+        self.host_logits, self.device_logits, self.held_logits, self.greedy = None, None, {}, value
 
     def keep_logits_on_device(self, value: ort.OrtValue, fed: np.ndarray) -> None:
         """A decode pass's logits, left where the decoder wrote them; the rows it did not feed

@@ -40,8 +40,10 @@ from router.modelbuild.catalog import CATALOG, ModelSpec, spec
 
 # 2: the fused graph writer (router/modelbuild/graph.py) replaced torch.onnx.export; 3: a build may
 # hold a graph per KV cache layout over one weights file (the default: concat and in place); 4: the
-# in-place graph's GroupQueryAttention takes packed q|k|v and applies the rotary embedding itself
-BUILDER_VERSION = 4
+# in-place graph's GroupQueryAttention takes packed q|k|v and applies the rotary embedding itself;
+# 5: the in-place graph's LM head has an int8 copy behind an If, for greedy steps
+# (router/engine/greedy_head.py)
+BUILDER_VERSION = 5
 SANITY_QUESTION = "What is the capital of France?"
 SANITY_TOKENS = 24
 IM_START = "<|im_start|>"

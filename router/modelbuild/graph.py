@@ -17,6 +17,9 @@ the rotary embedding itself (``do_rotary`` with the same cos/sin tables and ``po
 the q|k|v Split and both RotaryEmbedding nodes go: 90 fewer nodes, the same tokens, about 1-2 %
 faster in pairs that alternate load order (README, "The in-place KV cache").
 
+The in-place graph's LM head also has an int8 copy behind an ``If`` on an ``exact_logits`` input,
+for greedy steps (``_int8_head``; ``router/engine/greedy_head.py``).
+
 The interface is the optimum layout the engine already runs (``input_ids, attention_mask,
 position_ids, past_key_values.{i}.key/value`` -> ``logits, present.{i}.key/value``, caches
 ``[batch, kv_heads, seq, head_dim]``) with one difference: ``logits`` is ``[batch, 1, vocab]``,
@@ -43,6 +46,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, external_data_helper, helper, numpy_helper
 
+from router.engine.greedy_head import EXACT_LOGITS, HEAD_CANDIDATES
 from router.engine.manifest import KV_CACHES
 from router.errors import BuildError
 from router.modelbuild.q4 import BLOCK as Q4_BLOCK
@@ -131,6 +135,9 @@ class _Graph:
         return outs
 
 
+INT8_HEAD_BLOCK = 32  # the int8 head's block: 576 = 18 blocks (32 erred ~2x less than 64 here)
+INT8_HEAD_KEEP = 10.0  # greedy steps recompute every token within this many logits of the int8 top
+
 # The file of each layout's graph in a model directory; a build with several shares WEIGHTS_FILE.
 DECODER_FILES = {"concat": "model.onnx", "inplace": "model-inplace.onnx"}
 WEIGHTS_FILE = "model.weights"
@@ -192,6 +199,7 @@ def build_llama_graph(
 
     embed = w("model.embed_tokens.weight")
     lm_head = np.asarray(state["lm_head.weight"], dtype=f32) if "lm_head.weight" in state else embed
+    tied = lm_head is embed or np.array_equal(lm_head, embed)  # a tied model's state_dict has both names
     g.const("embed_tokens", embed)
     cos, sin = rope_caches(s)
     g.const("rope_cos", cos)
@@ -282,7 +290,12 @@ def build_llama_graph(
     final, _ = norm(pending, residual, g.const("final_norm", w("model.norm.weight")), "final_norm")
     # A tied head is stored a second time, transposed: FusedMatMul(transB) on the embedding table
     # saved the 113 MB but made a batch-1 step 15% slower here.
-    g.op("MatMul", [final, g.const("lm_head", np.ascontiguousarray(lm_head.T))], outputs=["logits"], name="lm_head")
+    head = g.const("lm_head", np.ascontiguousarray(lm_head.T))
+    greedy_head = kv_cache == "inplace" and q4 is None
+    if greedy_head:
+        _int8_head(g, final, head, lm_head, tied)
+    else:
+        g.op("MatMul", [final, head], outputs=["logits"], name="lm_head")
 
     b, snew, total, past = "batch", "sequence", "total_sequence", "past_sequence"
     past_slots, present_slots = ("capacity", "capacity") if kv_cache == "inplace" else (past, total)
@@ -292,6 +305,9 @@ def build_llama_graph(
         helper.make_tensor_value_info("position_ids", TensorProto.INT64, [b, snew]),
     ]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [b, 1, s.vocab_size])]
+    if greedy_head:
+        inputs.append(helper.make_tensor_value_info(EXACT_LOGITS, TensorProto.BOOL, []))
+        outputs.append(helper.make_tensor_value_info(HEAD_CANDIDATES, TensorProto.INT64, [1]))
     for i in range(s.num_layers):
         for kv in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kv}", TensorProto.FLOAT,
@@ -303,6 +319,111 @@ def build_llama_graph(
                               producer_name="router.modelbuild.graph")
     model.ir_version = 10
     return model
+
+
+def _int8_head(g: _Graph, final: str, head: str, weight: np.ndarray, tied: bool) -> None:
+    """The LM head behind an ``If`` on the ``exact_logits`` input: the float32 ``MatMul``, or greedy
+    logits from an int8 copy of it that reads a quarter of the bytes.
+
+    Why: a batch-1 decode step reads every weight once, and the head is 113 of SmolLM2's 538 MB,
+    while a greedy step needs only the argmax (and the chosen token's log-probability).
+
+    The greedy branch: int8 logits (``MatMulNBits``, 8 bits, blocks of ``INT8_HEAD_BLOCK``,
+    accuracy level 4, so the activations are int8 too), a bound on each one's error, and the
+    tokens whose interval ``logit ± bound`` reaches the highest lower end: the float32 head's top
+    token is always among them. Those, and every token within ``INT8_HEAD_KEEP`` of the int8 top
+    (they carry most of the probability), are recomputed in float32 from the model's own rows and
+    written over the int8 values. So the argmax of ``logits`` is the float32 head's (up to float32
+    summation order), and the log-softmax at it differs from the float32 head's only through the
+    int8 values of unlikely tokens (README, "Greedy steps on an int8 head", has the figures).
+    ``head_candidates`` says how many logits were recomputed.
+
+    The bound, per logit ``v``, summed over the blocks ``j`` of the hidden state ``a``: the int8
+    activations move each value by at most ``c_j = max|a_j| / 254`` (symmetric int8, or uint8 with
+    a zero point: either way), each weight by at most half its block's scale ``s_vj / 2``, so
+    ``|exact - int8| <= sum_j c_j·|w_vj|_1 + (|a_j|_1 + B·c_j)·s_vj / 2 <= sum_j c_j·|w_vj|_1 +
+    h_v·sum_j (|a_j|_1 + B·c_j)`` (``B`` values a block, ``h_v = max_j s_vj / 2``): one small MatMul
+    against a ``[blocks, vocab]`` table plus a multiple of ``h``, scaled by 1.01, plus 1e-3 of slack
+    for float32 rounding.
+    """
+    vocab, k = weight.shape
+    block = INT8_HEAD_BLOCK
+    pad = -k % block
+    blocks = np.pad(weight, ((0, 0), (0, pad))).reshape(vocab, -1, block)
+    n_blocks = blocks.shape[1]
+    peak = np.abs(blocks).max(axis=2)
+    scale = np.where(peak > 0, peak / 127, 1.0).astype(np.float32)  # a zero block stays zero with any scale
+    q = np.clip(np.rint(blocks / scale[..., None]), -127, 127).astype(np.int16) + 128  # zero point 128
+    bound_table = 1.01 * np.abs(blocks).sum(axis=2, dtype=np.float64).T  # [blocks, vocab]
+    half_step = 1.01 * scale.max(axis=1).astype(np.float64) / 2  # [vocab]
+    f32, i64 = np.float32, np.int64
+    then_branch = helper.make_graph(
+        [helper.make_node("MatMul", [final, head], ["exact_logits_out"], name="lm_head"),
+         helper.make_node("Constant", [], ["no_candidates"], value=numpy_helper.from_array(np.zeros(1, i64)))],
+        "exact_head", [], [helper.make_tensor_value_info("exact_logits_out", TensorProto.FLOAT, None),
+                           helper.make_tensor_value_info("no_candidates", TensorProto.INT64, None)])
+    c = {name: g.const(f"head_{name}", value) for name, value in {
+        "int8": q.astype(np.uint8), "int8_scale": scale.reshape(-1), "bound_table": bound_table.astype(f32),
+        "half_step": half_step.astype(f32),
+        "pad": np.array([0, 0, 0, 0, 0, pad], i64), "blocks": np.array([0, 0, n_blocks, block], i64),
+        "rows": np.array([-1, k], i64), "last": np.array([-1], i64), "step": np.array(1 / 254, f32),
+        "block_len": np.array(block, f32), "slack": np.array(1e-3, f32), "keep": np.array(INT8_HEAD_KEEP, f32),
+        "batch_dim": np.array([0], i64), "vocab_dim": np.array([2], i64),
+    }.items()}
+
+    def node(op: str, inputs: list[str], out: str, **attrs: Any) -> onnx.NodeProto:
+        return helper.make_node(op, inputs, [out], name=f"head.{out}", **attrs)
+
+    rows_table = "embed_tokens" if tied else head  # [vocab, k], or [k, vocab] untied
+    nodes = [
+        helper.make_node("MatMulNBits", [final, c["int8"], c["int8_scale"]], ["int8_logits"], domain=MS_DOMAIN,
+                         name="head.int8", K=k, N=vocab, bits=8, block_size=block, accuracy_level=4),
+        node("Abs", [final], "abs"),
+        node("Pad", ["abs", c["pad"]], "abs_padded"),
+        node("Reshape", ["abs_padded", c["blocks"]], "abs_blocks"),  # [b, 1, blocks, block]
+        node("ReduceMax", ["abs_blocks", c["last"]], "block_max", keepdims=0),
+        node("Mul", ["block_max", c["step"]], "act_err"),  # c_j
+        node("ReduceSum", ["abs_blocks", c["last"]], "block_l1", keepdims=0),
+        node("Mul", ["act_err", c["block_len"]], "rounding_l1"),
+        node("Add", ["block_l1", "rounding_l1"], "act_l1"),  # |a_j|_1 + B·c_j
+        node("ReduceSum", ["act_l1", c["last"]], "act_l1_sum", keepdims=1),
+        node("MatMul", ["act_err", c["bound_table"]], "weight_bound"),
+        node("Mul", ["act_l1_sum", c["half_step"]], "rounding_bound"),
+        node("Add", ["weight_bound", "rounding_bound"], "bound_raw"),
+        node("Add", ["bound_raw", c["slack"]], "bound"),
+        node("Sub", ["int8_logits", "bound"], "lower"),
+        node("ReduceMax", ["lower", c["last"]], "floor", keepdims=1),
+        node("Add", ["int8_logits", "bound"], "upper"),
+        node("GreaterOrEqual", ["upper", "floor"], "can_win"),
+        node("ReduceMax", ["int8_logits", c["last"]], "int8_top", keepdims=1),
+        node("Sub", ["int8_top", c["keep"]], "likely_floor"),
+        node("GreaterOrEqual", ["int8_logits", "likely_floor"], "likely"),
+        node("Or", ["can_win", "likely"], "recompute"),
+        node("NonZero", ["recompute"], "where"),  # [3, n]: batch, 0, vocab
+        node("Gather", ["where", c["batch_dim"]], "where_batch", axis=0),
+        node("Gather", ["where", c["vocab_dim"]], "where_vocab", axis=0),
+        node("Squeeze", ["where_batch", c["batch_dim"]], "cand_batch"),
+        node("Squeeze", ["where_vocab", c["batch_dim"]], "cand_vocab"),
+        node("Reshape", [final, c["rows"]], "hidden_rows"),
+        node("Gather", ["hidden_rows", "cand_batch"], "cand_hidden", axis=0),  # [n, k]
+    ]
+    if tied:
+        nodes.append(node("Gather", [rows_table, "cand_vocab"], "cand_weight", axis=0))
+    else:
+        nodes += [node("Gather", [rows_table, "cand_vocab"], "cand_weight_t", axis=1),
+                  node("Transpose", ["cand_weight_t"], "cand_weight", perm=[1, 0])]
+    nodes += [
+        node("Mul", ["cand_hidden", "cand_weight"], "cand_products"),
+        node("ReduceSum", ["cand_products", c["last"]], "cand_logits", keepdims=0),
+        node("Transpose", ["where"], "where_t", perm=[1, 0]),
+        node("ScatterND", ["int8_logits", "where_t", "cand_logits"], "greedy_logits"),
+        node("Shape", ["cand_logits"], "candidates"),
+    ]
+    else_branch = helper.make_graph(nodes, "int8_head", [], [
+        helper.make_tensor_value_info("greedy_logits", TensorProto.FLOAT, None),
+        helper.make_tensor_value_info("candidates", TensorProto.INT64, None)])
+    g.op("If", [EXACT_LOGITS], outputs=["logits", HEAD_CANDIDATES], name="head", then_branch=then_branch,
+         else_branch=else_branch)
 
 
 def write_llama_decoder(
@@ -325,8 +446,8 @@ def write_llama_decoders(
     ``out_dir``; returns layout -> file name.
 
     With one layout the graph holds its weights, as :func:`write_llama_decoder` writes it. With
-    several, the graphs differ only in their attention nodes, so their weights are written once,
-    to :data:`WEIGHTS_FILE`, and every graph points into it (ONNX external data): a build that
+    several, the graphs differ only in their attention nodes and head, so their weights are written
+    once, to :data:`WEIGHTS_FILE`, and every graph points into it (ONNX external data): a build that
     serves the concat layout on any provider and the in-place one on the CPU provider costs one
     copy of the weights on disk and one sha256 pass at load, not two.
     """

@@ -112,9 +112,9 @@ def test_a_step_that_would_end_past_the_deadline_is_not_started(tiny: Engine, mo
     # starting it ends the call ~30 ms early. The 15 ms allowance is for a busy machine's wake-ups.
     feed = tiny._feed
 
-    def slow_feed(state, new) -> None:  # noqa: ANN001
+    def slow_feed(state, new, greedy=False) -> None:  # noqa: ANN001
         time.sleep(0.06)
-        feed(state, new)
+        feed(state, new, greedy)
 
     state = tiny.prefill(tiny.tokenizer.encode_prompt(PROMPT))
     monkeypatch.setattr(tiny, "_feed", slow_feed)

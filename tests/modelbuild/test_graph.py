@@ -130,6 +130,7 @@ def test_the_inplace_cache_writes_its_new_slots_into_the_bound_buffers(tiny_llam
     binding.bind_cpu_input("input_ids", step)
     binding.bind_cpu_input("attention_mask", mask)
     binding.bind_cpu_input("position_ids", pos)
+    binding.bind_cpu_input("exact_logits", np.array(True))  # the float32 head (router/engine/greedy_head.py)
     binding.bind_output("logits", "cpu")
     values = [ort.OrtValue.ortvalue_from_numpy(b) for b in buffers]
     for i in range(LAYERS):
