@@ -45,9 +45,9 @@ class EngineSettings(BaseModel):
     # KV cache layout: "auto" = in place on the CPU provider when the build has it (the default
     # build does; batched sampling 4-8 % faster), concat elsewhere. See router/engine/engine.py.
     kv_cache: Literal["auto", "concat", "inplace"] = "auto"
-    # Greedy steps pick from the in-place graph's int8 LM head (a quarter of the head's bytes),
-    # recomputing in float32 only the tokens that could still be the argmax: the float32 head's
-    # token. See router/engine/greedy_head.py.
+    # Greedy decode steps run the in-place graph's int8 LM head (a quarter of the head's bytes),
+    # recomputing in float32 the tokens that could still be the argmax and the likely ones: the
+    # float32 head's token. See router/engine/greedy_head.py.
     int8_greedy_head: bool = True
     # Sampled tokens picked on the decoder's device (router/engine/device_select.py): None = on
     # CUDA only (the host's selection was 71 % of an n=64 step there), true/false to force it;

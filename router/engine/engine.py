@@ -415,7 +415,8 @@ class Engine:
         """Run one forward pass that appends ``new[r]`` to row ``r`` (padding the shorter rows).
 
         ``greedy``: the next tokens will be picked greedily, so a one-token step that feeds every
-        row may leave int8 logits for :class:`GreedyHead` (when the decoder has that head)."""
+        row may run the decoder's int8 head and leave greedy logits (:mod:`router.engine.greedy_head`;
+        anything that reads them as float32 logits later, such as a fork, runs the step again)."""
         width = max(len(toks) for toks in new)
         rows = state.rows
         if self._inplace and rows > 1 and width > 1:
