@@ -111,7 +111,8 @@ class RouterServer:
         await asyncio.get_running_loop().run_in_executor(self.executor, core.warm_up)
         self.core = self.servicer.core = core
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving %s on %s (%s KV cache)", engine.name, engine.providers[0], engine.kv_cache)
+        log.info("serving %s on %s (%s KV cache%s)", engine.name, engine.providers[0], engine.kv_cache,
+                 ", int8 greedy head" if engine.int8_greedy_head else "")
 
     async def stop(self, grace: float | None = None, notice: float | None = None) -> None:
         """NOT_SERVING; ``notice`` s later refuse new work; let in-flight RPCs finish up to ``grace`` s; close."""
