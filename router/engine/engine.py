@@ -120,8 +120,7 @@ class Engine:
         self._past_names = [f"past_key_values.{i}.{kv}" for i in range(arch.num_layers) for kv in ("key", "value")]
         self._present_names = [f"present.{i}.{kv}" for i in range(arch.num_layers) for kv in ("key", "value")]
         self._eos = frozenset(manifest.eos_token_ids)
-        inputs = session.get_inputs() if hasattr(session, "get_inputs") else []  # (tests' stand-in sessions)
-        self._head_switch = EXACT_LOGITS in {i.name for i in inputs}
+        self._head_switch = EXACT_LOGITS in {i.name for i in session.get_inputs()}
         self._greedy_head = int8_greedy_head and self._head_switch
         self._stats_lock = threading.Lock()
         self.stats = EngineStats()
@@ -329,11 +328,10 @@ class Engine:
                 if picked is not None:
                     with self._stats_lock:
                         self.stats.device_selections += 1
-            if picked is None and greedy and state.greedy is not None:  # the pick they are good for
-                greedy_logits = state.greedy.logits if len(active) == state.rows else state.greedy.logits[active]
-                picked = select_tokens(greedy_logits, params, [])
             if picked is None:  # on the host (with the device's draws, if it handed the step back)
-                logits = state.logits if len(active) == state.rows else state.logits[active]
+                # a greedy step's greedy logits serve its pick as they are; reading ``logits`` makes float32 ones
+                source = state.greedy.logits if greedy and state.greedy is not None else state.logits
+                logits = source if len(active) == state.rows else source[active]
                 picked = select_tokens(logits, params, [rngs[live[i]] for i in active], uniforms)
             chosen, chosen_lp = picked
             feed: list[list[int]] = [[] for _ in range(state.rows)]

@@ -47,7 +47,7 @@ def _load_cuda_libraries() -> None:
 def open_session(model_file: Path, settings: SessionSettings) -> ort.InferenceSession:
     """Open ``model_file`` on the first usable provider of ``settings.providers``."""
     available = set(ort.get_available_providers())
-    wanted = [p for p in settings.providers if p in available]
+    wanted = _installed(settings, available)
     if wanted and wanted[0] == CUDA:
         _load_cuda_libraries()
     missing = [p for p in settings.providers if p not in available]
@@ -84,8 +84,12 @@ def open_session(model_file: Path, settings: SessionSettings) -> ort.InferenceSe
 def first_installed(settings: SessionSettings) -> str:
     """The provider :func:`open_session` tries first: the first of ``settings.providers`` installed here
     (the CPU provider when none is)."""
-    available = set(ort.get_available_providers())
-    return next((p for p in settings.providers if p in available), CPU)
+    return next(iter(_installed(settings, set(ort.get_available_providers()))), CPU)
+
+
+def _installed(settings: SessionSettings, available: set[str]) -> list[str]:
+    """``settings.providers`` that are installed here, in their order."""
+    return [p for p in settings.providers if p in available]
 
 
 def device_of(session: ort.InferenceSession) -> str:

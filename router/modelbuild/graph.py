@@ -199,7 +199,6 @@ def build_llama_graph(
 
     embed = w("model.embed_tokens.weight")
     lm_head = np.asarray(state["lm_head.weight"], dtype=f32) if "lm_head.weight" in state else embed
-    tied = lm_head is embed or np.array_equal(lm_head, embed)  # a tied model's state_dict has both names
     g.const("embed_tokens", embed)
     cos, sin = rope_caches(s)
     g.const("rope_cos", cos)
@@ -293,6 +292,7 @@ def build_llama_graph(
     head = g.const("lm_head", np.ascontiguousarray(lm_head.T))
     greedy_head = kv_cache == "inplace" and q4 is None
     if greedy_head:
+        tied = lm_head is embed or np.array_equal(lm_head, embed)  # a tied model's state_dict has both names
         _int8_head(g, final, head, lm_head, tied)
     else:
         g.op("MatMul", [final, head], outputs=["logits"], name="lm_head")

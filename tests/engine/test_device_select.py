@@ -21,6 +21,7 @@ from router.engine.sampling import _truncated, row_generators, select_tokens
 from router.engine.session import CPU, SessionSettings
 from router.errors import ModelIntegrityError
 from router.modelbuild.selector import POOL
+from tests.engine.stand_ins import CudaSessionReport
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT = "Count the letters in the word banana."
@@ -168,13 +169,6 @@ def test_batches_below_the_row_threshold_select_on_the_host(tiny_dir: Path, tiny
     assert engine.stats.device_selections > 0
 
 
-class _CudaSession:
-    """What a session on the CUDA provider reports (there is no GPU here to open one)."""
-
-    def get_providers(self) -> list[str]:
-        return ["CUDAExecutionProvider", CPU]
-
-
 def test_on_cuda_a_selector_that_does_not_load_leaves_selection_on_the_host(
     tiny: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -183,8 +177,8 @@ def test_on_cuda_a_selector_that_does_not_load_leaves_selection_on_the_host(
 
     monkeypatch.setattr("router.engine.engine.DeviceTokenSelector", broken)
     with caplog.at_level("WARNING"):
-        engine = Engine(tiny.model_dir, tiny.manifest, _CudaSession())  # on by default on CUDA
+        engine = Engine(tiny.model_dir, tiny.manifest, CudaSessionReport())  # on by default on CUDA
     assert engine._selector is None
     assert "selected on the host" in caplog.text
     with pytest.raises(ModelIntegrityError, match="build_token_selector"):  # asked for: an error
-        Engine(tiny.model_dir, tiny.manifest, _CudaSession(), device_selection=True)
+        Engine(tiny.model_dir, tiny.manifest, CudaSessionReport(), device_selection=True)

@@ -20,6 +20,7 @@ from router.engine.engine import choose_kv_cache
 from router.engine.session import CPU, SessionSettings
 from router.engine.state import inplace_capacity
 from router.errors import ModelIntegrityError, ModelUnavailableError, ProviderUnavailableError
+from tests.engine.stand_ins import CudaSessionReport
 
 PROMPT = "Count the letters in the word banana."
 
@@ -125,16 +126,9 @@ def test_layout_choice_by_provider_single_row_decoder_and_build(
     with pytest.raises(ModelUnavailableError, match="has no decoder with the 'inplace' KV cache"):
         Engine.load(concat_only, settings, kv_cache="inplace")
     with pytest.raises(ProviderUnavailableError, match="CPU provider only"):
-        Engine(inplace.model_dir, both, _CudaSessionReport(), kv_cache="inplace")
+        Engine(inplace.model_dir, both, CudaSessionReport(), kv_cache="inplace")
     with pytest.raises(ModelIntegrityError, match="unknown KV cache layout 'paged'"):
         Engine(inplace.model_dir, replace(both, kv_cache="paged"), inplace._session)
-
-
-class _CudaSessionReport:
-    """What a session on the CUDA provider reports (there is no GPU here to open one)."""
-
-    def get_providers(self) -> list[str]:
-        return ["CUDAExecutionProvider", CPU]
 
 
 def test_capacity_grows_by_at_least_double_in_blocks_of_64() -> None:
