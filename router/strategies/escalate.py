@@ -14,14 +14,14 @@ from router.domain import Outcome, Plan, Query
 from router.strategies import options as opt
 from router.strategies.base import Strategy, StrategyContext
 from router.strategies.sampling import WaveSampler, tally
-from router.strategies.self_consistency import vote_in_waves
+from router.strategies.self_consistency import STOP_RULES, stop_test, vote_in_waves
 from router.verifiers import ScoredItem, get_verifier
 
 
 class Escalate(Strategy):
     name = "escalate"
     option_checks = {"threshold": opt.number(0.0, 1.0), "confidence": opt.verifier, "answer_kind": opt.answer_kind,
-                     "wave": opt.integer(1), "stop_rule": opt.one_of(("beta", "none")),
+                     "wave": opt.integer(1), "stop_rule": opt.one_of(STOP_RULES),
                      "stop_confidence": opt.number(0.0, 1.0)}
 
     def run(self, query: Query, plan: Plan, ctx: StrategyContext) -> Outcome:
@@ -41,5 +41,5 @@ class Escalate(Strategy):
 
         sampler = first.continued(plan.sampling)  # same prefill; the greedy answer is the first vote
         wave = max(1, int(opts.get("wave", 4)))
-        confidence = float(opts.get("stop_confidence", 0.95)) if opts.get("stop_rule", "beta") == "beta" else None
-        return vote_in_waves(sampler, plan, wave, confidence)
+        stop = stop_test(str(opts.get("stop_rule", "beta")), wave, float(opts.get("stop_confidence", 0.95)))
+        return vote_in_waves(sampler, plan, wave, stop)

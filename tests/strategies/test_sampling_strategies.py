@@ -12,7 +12,7 @@ from router.domain import Plan, Query
 from router.engine import CancelToken, Engine, FinishReason, SamplingParams
 from router.strategies import StrategyContext, get_strategy
 from router.strategies.sampling import beta_stop_probability, tally, wave_params
-from router.strategies.self_consistency import replayed_stop
+from router.strategies.self_consistency import replayed_stop, stop_test
 
 
 def plan_for(strategy: str, samples: int, temperature: float = 1.0, seed: int = 0, max_new_tokens: int = 12,
@@ -34,13 +34,30 @@ def test_beta_stop_probability_matches_scipy(top: int, second: int) -> None:
 
 
 def test_the_replayed_rule_stops_where_the_votes_first_separate() -> None:
+    beta = stop_test("beta", 4, 0.95)
     # 4 agreeing votes: P(Beta(5, 1) > 1/2) = 0.969 >= 0.95, so the first wave is enough.
-    assert replayed_stop(["7"] * 16, 4, 0.95) == 4
+    assert replayed_stop(["7"] * 16, 4, beta) == 4
     # 2 vs 2 never separates; abstentions ("") do not vote: every wave is drawn.
-    assert replayed_stop(["7", "8", "", "7", "8", ""] * 2, 4, 0.95) == 12
+    assert replayed_stop(["7", "8", "", "7", "8", ""] * 2, 4, beta) == 12
     # 3 vs 1 after one wave (0.81), 7 vs 1 after two (0.98).
-    assert replayed_stop(["7", "7", "8", "7"] + ["7"] * 4 + ["8"] * 4, 4, 0.95) == 8
-    assert replayed_stop([], 4, 0.95) == 0
+    assert replayed_stop(["7", "7", "8", "7"] + ["7"] * 4 + ["8"] * 4, 4, beta) == 8
+    assert replayed_stop([], 4, beta) == 0
+    # A lower confidence stops on a lead of one: P(Beta(3, 2) > 1/2) = 0.69.
+    assert replayed_stop(["7", "8", "7", "9"], 1, stop_test("beta", 1, 0.6)) == 1
+    assert replayed_stop(["7", "8", "7", "9"], 2, stop_test("beta", 2, 0.6)) == 4
+    assert replayed_stop(["7"] * 8, 4, stop_test("none", 4, 0.95)) == 8
+
+
+def test_the_esc_rule_stops_after_the_first_unanimous_window() -> None:
+    esc = stop_test("esc", 2, 0.95)
+    assert replayed_stop(["7"] * 8, 2, esc) == 2
+    # Agreement across windows does not count, only within the latest one.
+    assert replayed_stop(["7", "8", "8", "7", "7", "7"], 2, esc) == 6
+    # An abstention breaks a window; equal numbers spelled differently do not.
+    assert replayed_stop(["", "", "7", "", "0.5", "1/2", "9", "9"], 2, esc) == 6
+    assert replayed_stop(["1", "2", "3", "4", "5", "6"], 3, stop_test("esc", 3, 0.95)) == 6
+    with pytest.raises(ValueError, match="unknown stop rule 'vote'"):
+        stop_test("vote", 2, 0.95)
 
 
 def test_wave_seeds_differ_and_repeat() -> None:
@@ -63,6 +80,21 @@ def test_votes_are_counted_per_answer_and_abstentions_do_not_vote(tiny: Engine) 
     [chosen] = [c for c in out.candidates if c.chosen]
     assert out.votes.get(chosen.answer, 0) == max(out.votes.values(), default=0)
     assert out.text == chosen.completion.text
+
+
+@pytest.mark.parametrize("seed", [0, 4])  # 0: both rules stop early (esc at 6, beta at 2); 4: neither does
+def test_a_stop_rule_run_draws_what_its_replay_says(tiny: Engine, seed: int) -> None:
+    """Under ``stop_rule: esc`` or ``beta`` the strategy draws exactly the samples the replayed rule
+    says, and the same ones an SC@8 run with the same seed draws (what bench/strategies.py relies on)."""
+    plan = plan_for("self_consistency", 8, seed=seed, stop_rule="none", answer_kind="text", wave=2, max_new_tokens=1)
+    full = run(tiny, "self_consistency", "Add 17 and 25.", plan)
+    answers = [c.answer for c in full.candidates]
+    for rule, confidence in (("esc", 0.95), ("beta", 0.6)):
+        k = replayed_stop(answers, 2, stop_test(rule, 2, confidence))
+        out = run(tiny, "self_consistency", "Add 17 and 25.",
+                  replace(plan, options={**plan.options, "stop_rule": rule, "confidence": confidence}))
+        assert out.usage.samples == k, (rule, answers)
+        assert [c.completion.token_ids for c in out.candidates] == [c.completion.token_ids for c in full.candidates[:k]]
 
 
 def test_tally_merges_equal_numbers() -> None:
@@ -144,6 +176,18 @@ def test_adaptive_stop_spends_less_where_samples_agree(smollm2: Engine) -> None:
     assert beta_stop_probability(top[0], top[1]) >= 0.9  # it stopped because it was sure
     spread = sorted(disagree.votes.values(), reverse=True) + [0]
     assert beta_stop_probability(spread[0], spread[1]) < 0.9 and disagree.usage.samples == 16
+
+
+@pytest.mark.slow
+def test_esc_stops_at_the_first_unanimous_window_on_smollm2(smollm2: Engine) -> None:
+    plan = plan_for("self_consistency", 16, temperature=0.7, max_new_tokens=48, wave=2, stop_rule="esc")
+    agree = run(smollm2, "self_consistency", "What is 2 + 2?", plan)
+    disagree = run(smollm2, "self_consistency", "What is 347 * 29?", plan)
+    assert agree.usage.samples < disagree.usage.samples
+    last = agree.candidates[-2:]
+    assert last[0].answer and last[0].answer == last[1].answer  # it stopped on a unanimous window
+    windows = [disagree.candidates[i:i + 2] for i in range(0, disagree.usage.samples - 2, 2)]
+    assert all(not w[0].answer or w[0].answer != w[1].answer for w in windows)  # none before its last
 
 
 def test_self_refine_drafts_critiques_and_revises_within_rounds(tiny: Engine) -> None:
