@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
@@ -103,6 +104,17 @@ async def serve_router(args: argparse.Namespace) -> None:
     settings.server.store_path = Path(args.store_path)
     settings.server.compute_slots = args.compute_slots
     server = RouterServer(settings)
+    if args.fixed_response:
+        # The peer that isolates the transport: the same server, interceptors and codec, with a Route
+        # handler that decides once and then answers that response again (the same bytes) per call.
+        route, answered = server.servicer.Route, []
+
+        async def fixed_route(request: pb.RouteRequest, context: grpc.aio.ServicerContext) -> pb.RouteResponse:
+            if not answered:
+                answered.append(await route(request, context))
+            return answered[0]
+
+        server.servicer.Route = fixed_route  # before start(): start() registers the servicer's methods
     await server.start()
     await server.load()  # SERVING from here
     if args.constant_classifier and server.core is not None and server.core.scorer is not None:
@@ -295,49 +307,58 @@ async def with_server_cpu(pid: int, cell) -> dict[str, Any]:  # noqa: ANN001 (a 
     return result
 
 
-async def route_vs_echo(router_target: str, echo_target: str, constant_target: str, request_bytes: bytes,
-                        levels: list[int], warmup_s: float, seconds: float, expected_echo_len: int,
-                        expected: pb.Decision, pids: tuple[int, int, int]) -> list[dict[str, Any]]:
-    """``pids``: (router server, echo server, router server with a constant classifier), whose CPU time
-    per call each cell reports."""
+# The router servers measured against echo in every cell: row key and the hidden server flags that
+# make it. "route" is the router as served; the other two isolate its parts (see parts_table).
+ROUTER_PEERS = (
+    ("route", ()),
+    ("route_constant_classifier", ("--constant-classifier",)),
+    ("route_transport", ("--fixed-response",)),
+)
+
+
+async def route_vs_echo(echo_target: str, peers: dict[str, str], request_bytes: bytes, levels: list[int],
+                        warmup_s: float, seconds: float, expected_echo_len: int, expected: pb.Decision,
+                        pids: dict[str, int]) -> list[dict[str, Any]]:
+    """Echo and every router peer (``peers``: row key -> target, as in :data:`ROUTER_PEERS`), one
+    after another in each cell. ``pids`` (row key or "echo" -> pid): the servers whose CPU time per
+    call each cell reports."""
     rows = []
-    async with grpc.aio.insecure_channel(router_target) as rch, grpc.aio.insecure_channel(echo_target) as ech, \
-            grpc.aio.insecure_channel(constant_target) as cch:
-        # Both clients send and receive raw bytes (no serializers), so the client does the same work
-        # for both peers and the difference is the server's.
-        route = rch.unary_unary(ROUTE_METHOD)
-        echo = ech.unary_unary(ECHO_METHOD)
-        constant = cch.unary_unary(ROUTE_METHOD)
+    async with contextlib.AsyncExitStack() as stack:
+        channels = {key: await stack.enter_async_context(grpc.aio.insecure_channel(target))
+                    for key, target in {"echo": echo_target, **peers}.items()}
+        # Every client sends and receives raw bytes (no serializers), so the client does the same work
+        # for every peer and the difference is the server's.
+        echo = channels["echo"].unary_unary(ECHO_METHOD)
+        routes = {key: channels[key].unary_unary(ROUTE_METHOD) for key in peers}
         got = await echo(request_bytes, timeout=CALL_TIMEOUT_S)
         if len(got) != expected_echo_len:
             raise RuntimeError(f"echo answered {len(got)} bytes, expected {expected_echo_len}")
-        for name, call in (("Route", route), ("Route with a constant classifier", constant)):
+        for key, call in routes.items():
             decided = pb.RouteResponse.FromString(await call(request_bytes, timeout=CALL_TIMEOUT_S)).decision
             if (decided.level, decided.reason, dict(decided.predicted_success)) != (
                     expected.level, expected.reason, dict(expected.predicted_success)):
-                raise RuntimeError(f"{name} answered an unexpected decision: {decided}")  # same request, same decision
+                raise RuntimeError(f"{key} answered an unexpected decision: {decided}")  # same request, same decision
 
-        async def call_echo() -> None:
-            await echo(request_bytes, timeout=CALL_TIMEOUT_S)
-
-        async def call_route() -> None:
-            await route(request_bytes, timeout=CALL_TIMEOUT_S)
-
-        async def call_constant() -> None:
-            await constant(request_bytes, timeout=CALL_TIMEOUT_S)
+        def caller(method):  # noqa: ANN001, ANN202 - a grpc.aio multicallable
+            async def call() -> None:
+                await method(request_bytes, timeout=CALL_TIMEOUT_S)
+            return call
 
         for c in levels:
-            e = await with_server_cpu(pids[1], closed_loop(call_echo, c, warmup_s, seconds))
-            r = await with_server_cpu(pids[0], closed_loop(call_route, c, warmup_s, seconds))
-            k = await with_server_cpu(pids[2], closed_loop(call_constant, c, warmup_s, seconds))
-            ratio = round(r["rps"] / e["rps"], 3) if e["rps"] else None
-            rows.append({"concurrency": c, "echo": e, "route": r, "ratio": ratio,
-                         "target_met": ratio is not None and ratio >= ROUTE_TARGET, "route_constant_classifier": k,
-                         "constant_ratio": round(k["rps"] / e["rps"], 3) if e["rps"] else None})
-            print(f"  c={c:>3}: echo {e['rps']:>8.1f} rps p50 {e['p50_ms']} ms p99 {e['p99_ms']} ms "
-                  f"server {e['server_cpu_us_per_call']} us/call | Route {r['rps']:>8.1f} rps p50 {r['p50_ms']} ms "
-                  f"p99 {r['p99_ms']} ms server {r['server_cpu_us_per_call']} us/call | ratio {ratio} | constant "
-                  f"classifier {k['rps']:>8.1f} rps server {k['server_cpu_us_per_call']} us/call", flush=True)
+            e = await with_server_cpu(pids["echo"], closed_loop(caller(echo), c, warmup_s, seconds))
+            row: dict[str, Any] = {"concurrency": c, "echo": e}
+            for key, method in routes.items():
+                r = await with_server_cpu(pids[key], closed_loop(caller(method), c, warmup_s, seconds))
+                row[key] = r
+                row["ratio" if key == "route" else f"{key.removeprefix('route_')}_ratio"] = (
+                    round(r["rps"] / e["rps"], 3) if e["rps"] else None)
+            row["target_met"] = row["ratio"] is not None and row["ratio"] >= ROUTE_TARGET
+            rows.append(row)
+            print(f"  c={c:>3}: echo {e['rps']:>8.1f} rps p50 {e['p50_ms']} ms p99 {e['p99_ms']} ms server "
+                  f"{e['server_cpu_us_per_call']} us/call | " + " | ".join(
+                      f"{key} {row[key]['rps']:>8.1f} rps p50 {row[key]['p50_ms']} ms p99 {row[key]['p99_ms']} ms "
+                      f"server {row[key]['server_cpu_us_per_call']} us/call" for key in routes)
+                  + f" | ratio {row['ratio']}", flush=True)
     return rows
 
 
@@ -434,6 +455,32 @@ def _errs(e: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(e.items())) or "0"
 
 
+def _cpu_gap(more: dict[str, Any], less: dict[str, Any]) -> float | None:
+    a, b = more.get("server_cpu_us_per_call"), less.get("server_cpu_us_per_call")
+    return None if a is None or b is None else round(a - b, 1)
+
+
+def parts_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Route's server cost split by the peers of :data:`ROUTER_PEERS`, cell by cell."""
+    lines = ["What each part of Route costs, from two more router servers measured in the same cells: one whose "
+             "Route handler decides once and then answers that response again (the router's transport alone: "
+             "interceptors, servicer, codec), and one that decides every call but with the difficulty "
+             "prediction for this query made once at start (the same decision and bytes, no ONNX Runtime "
+             "call). The last four columns split Route's server CPU per call: echo's, then what each "
+             "part adds.", "",
+             "| concurrency | transport only: rps (ratio to echo) | constant classifier: rps (ratio) "
+             "| Route: rps (ratio) | echo µs | + transport µs | + deciding, no classifier µs "
+             "| + the classifier µs |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        e, t, k, q = row["echo"], row["route_transport"], row["route_constant_classifier"], row["route"]
+        lines.append(f"| {row['concurrency']} | {t['rps']} ({_fmt(row['transport_ratio'])}x) | {k['rps']} "
+                     f"({_fmt(row['constant_classifier_ratio'])}x) | {q['rps']} ({_fmt(row['ratio'])}x) | "
+                     f"{_fmt(e.get('server_cpu_us_per_call'))} | {_fmt(_cpu_gap(t, e))} | {_fmt(_cpu_gap(k, t))} | "
+                     f"{_fmt(_cpu_gap(q, k))} |")
+    return [*lines, ""]
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     m, s, rows, h = r["machine"], r["settings"], r["route_vs_echo"], r["health"]
     met = lambda ok: "met" if ok else "**NOT met**"  # noqa: E731
@@ -474,7 +521,9 @@ def render_markdown(r: dict[str, Any]) -> str:
               "Server CPU per call is the server process's CPU time (every thread) over the cell, warm-up "
               "included, divided by the calls it answered. Client and servers share the cores, so once "
               "they are busy, throughput follows the CPU each call costs.", ""]
-    if rows and "route_constant_classifier" in rows[0]:
+    if rows and "route_transport" in rows[0]:
+        lines += parts_table(rows)
+    elif rows and "route_constant_classifier" in rows[0]:  # reports before 2026-11-30 10:00
         lines += ["What the classifier costs: a third server, the same router with the difficulty prediction for "
                   "this query made once at start instead of by ONNX Runtime on every call (the same decision, "
                   "the same response bytes), measured in the same cells.", "",
@@ -483,10 +532,8 @@ def render_markdown(r: dict[str, Any]) -> str:
                   "|---|---|---|---|---|"]
         for row in rows:
             k, q = row["route_constant_classifier"], row["route"]
-            share = (None if q.get("server_cpu_us_per_call") is None or k.get("server_cpu_us_per_call") is None
-                     else round(q["server_cpu_us_per_call"] - k["server_cpu_us_per_call"], 1))
             lines.append(f"| {row['concurrency']} | {k['rps']} | {_fmt(row['constant_ratio'])}x | "
-                         f"{_fmt(k.get('server_cpu_us_per_call'))} | {_fmt(share)} µs |")
+                         f"{_fmt(k.get('server_cpu_us_per_call'))} | {_fmt(_cpu_gap(q, k))} µs |")
         lines.append("")
     idle, load = h["idle"], h["under_load"]
     lines += [
@@ -532,6 +579,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"| echo server | {_fmt(r['memory']['echo_server_peak_mib'])} |",
         f"| router server with a constant classifier "
         f"| {_fmt(r['memory'].get('constant_classifier_router_peak_mib'))} |",
+        f"| router server answering a response made once "
+        f"| {_fmt(r['memory'].get('transport_router_peak_mib'))} |",
         f"| load client (ru_maxrss) | {_fmt(r['memory']['client_peak_mib'])} |",
         "",
         f"Router server RSS right after load: {_fmt(r['memory']['router_server_after_load_mib'])} MiB.",
@@ -561,6 +610,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--store-path", help=argparse.SUPPRESS)
     p.add_argument("--max-lifetime", type=float, default=SERVER_MAX_LIFETIME_S, help=argparse.SUPPRESS)
     p.add_argument("--constant-classifier", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--fixed-response", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     q = args.quick
     args.seconds = args.seconds if args.seconds is not None else (1.0 if q else 5.0)
@@ -595,20 +645,24 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             echo = ServerProcess("echo", work, ["--payload-file", str(work / "payload.bin")])
             servers.append(echo)
             rss.watch(echo.pid)
-            constant = ServerProcess("router", work, ["--compute-slots", str(args.compute_slots), "--store-path",
-                                                      str(work / "constant.sqlite3"), "--constant-classifier"],
-                                     name="router-constant-classifier")
-            servers.append(constant)
-            rss.watch(constant.pid)
+            peers = {"route": router}
+            for key, flags in ROUTER_PEERS[1:]:
+                peers[key] = ServerProcess("router", work, ["--compute-slots", str(args.compute_slots), "--store-path",
+                                                            str(work / f"{key}.sqlite3"), *flags], name=key)
+                servers.append(peers[key])
+                rss.watch(peers[key].pid)
             await asyncio.to_thread(echo.wait_ready, 60.0)
-            await asyncio.to_thread(constant.wait_ready)
-            print(f"echo ready on {echo.target}, the constant-classifier router on {constant.target}; "
-                  "Route vs echo ...", flush=True)
-            rows = await route_vs_echo(router.target, echo.target, constant.target, request_bytes, args.concurrency,
-                                       args.warmup, args.seconds, len(response_bytes), response.decision,
-                                       (router.pid, echo.pid, constant.pid))
+            for peer in peers.values():
+                await asyncio.to_thread(peer.wait_ready)
+            print(f"echo ready on {echo.target}, the router peers on "
+                  f"{', '.join(p.target for p in peers.values())}; Route vs echo ...", flush=True)
+            rows = await route_vs_echo(echo.target, {k: p.target for k, p in peers.items()}, request_bytes,
+                                       args.concurrency, args.warmup, args.seconds, len(response_bytes),
+                                       response.decision, {"echo": echo.pid, **{k: p.pid for k, p in peers.items()}})
             echo.close()
-            constant.close()
+            for key, peer in peers.items():
+                if key != "route":
+                    peer.close()
             print(f"health under {GENERATE_CONCURRENCY} concurrent Generate "
                   f"(level '{args.level}', max_tokens {args.max_tokens}) ...", flush=True)
             health = await health_under_load(router.target, args)
@@ -648,7 +702,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "router_server_peak_mib": _mib(peaks.get(router.pid)),
             "router_server_after_load_mib": _mib(after_load),
             "echo_server_peak_mib": _mib(peaks.get(echo.pid)),
-            "constant_classifier_router_peak_mib": _mib(peaks.get(constant.pid)),
+            "constant_classifier_router_peak_mib": _mib(peaks.get(peers["route_constant_classifier"].pid)),
+            "transport_router_peak_mib": _mib(peaks.get(peers["route_transport"].pid)),
             "client_peak_mib": round(machine.peak_rss_mb(), 1),
         },
         "server_exit_codes": codes,
