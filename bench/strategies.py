@@ -215,7 +215,7 @@ def main() -> int:
 
 def oracle_lines(res: dict) -> list[str]:
     """The stopping ceiling, when the report has it (reports before 2026-11-30 do not)."""
-    def row(w: int) -> dict | None:  # named without the prefix before 2026-11-30 13:00
+    def row(w: int) -> dict | None:  # reports before 32d42ee name it without the prefix
         return res.get(f"{REPLAYED}{ORACLE} {w}") or res.get(f"{ORACLE} {w}")
 
     oracles = [(w, row(w)) for w in ORACLE_WAVES if row(w)]
