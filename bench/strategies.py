@@ -11,6 +11,12 @@ that they are (``paired``). Latency of pool-based rows is the pool's generation 
 verifier time for BoN); SC@k for k < 16 has no latency of its own here.
 
     python bench/strategies.py [--per-family 10] [--rg 6] [--temperatures 0.3,0.7] [--max-new-tokens 64]
+    python bench/strategies.py --replay [--rules beta:3:0.8,esc:2]   # seconds, no model
+
+Each run also writes ``strategies_pools.jsonl`` beside the report: every question's pool (answers as
+the strategy reads them, grades, token counts) per temperature. ``--replay`` reads it and prints the
+stopping-rules table for any rules (``RULE:WAVE[:CONFIDENCE]``) without drawing a sample: the rows
+computed from a pool alone are one function, :func:`pool_rows`, in the run and in the replay.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,6 +56,7 @@ ADAPTIVE_CONFIDENCE = 0.95
 REPLAYED_RULES = ((*[("beta", c, w) for w in (4, 3, 2, 1) for c in (0.6, 0.8, 0.95)],
                    *[("esc", None, w) for w in (4, 3, 2)]))
 REPLAYED = "replayed "  # the rows of the stopping-rules table start with it
+POOLS_FILE = "strategies_pools.jsonl"
 ORACLE_WAVES = (WAVE, 1)  # the strategy's wave size, and one sample at a time
 ORACLE = "oracle stop (reads the answer key), waves of"
 VERIFIERS = ("self_likelihood", "agreement", "lm_judge", "reward_model")
@@ -59,26 +67,46 @@ def questions(per_family: int, rg: int) -> list[Question]:
     return out + [q for name in REASONING_GYM for q in reasoning_gym(name, rg, seed=1)]
 
 
-def majority(cands: list[Candidate]) -> Candidate | None:
-    votes = tally(cands)
-    if not votes:
-        return None
-    best = max(votes, key=lambda a: votes[a])
-    return next(c for c in cands if c.answer == best)
-
-
 def replayed_name(rule: str, confidence: float | None, wave: int) -> str:
     if rule == "esc":
         return f"{REPLAYED}esc, windows of {wave}"
     return f"{REPLAYED}{rule} {confidence}, waves of {wave}"
 
 
-def replay_adaptive(cands: list[Candidate], right: list[bool], rule: str, confidence: float | None,
-                    wave: int) -> tuple[bool, int]:
-    """A stopping rule replayed over the pool in its order: (majority right?, samples drawn)."""
-    k = replayed_stop([c.answer for c in cands], wave, stop_test(rule, wave, confidence or 0.0))
-    chosen = majority([Candidate(c.completion, answer=c.answer) for c in cands[:k]])
-    return chosen is not None and right[chosen.completion.index], k
+def majority_index(answers: Sequence[str]) -> int | None:
+    """The first sample carrying the most-voted answer (equal answers merged, abstentions out), as
+    ``self_consistency`` chooses; None when nobody answered."""
+    drawn = [SimpleNamespace(answer=a) for a in answers]  # what tally() reads and merges
+    votes = tally(drawn)
+    if not votes:
+        return None
+    best = max(votes, key=lambda a: votes[a])  # max keeps the first of equals
+    return next(i for i, d in enumerate(drawn) if d.answer == best)
+
+
+Rule = tuple[str, float | None, int]  # (stop rule, confidence, wave)
+PoolRow = tuple[bool, int, int]  # (right, tokens, samples)
+
+
+def pool_rows(answers: Sequence[str], right: Sequence[bool], tokens: Sequence[int],
+              rules: Sequence[Rule] = REPLAYED_RULES) -> dict[str, PoolRow]:
+    """Every row that one question's pool decides alone: sample@1, each stopping rule replayed in
+    the pool's order, SC@k and pass@k, and the oracle ceiling. Name -> (right, tokens, samples)."""
+    def sc_right(k: int) -> bool:
+        i = majority_index(answers[:k])
+        return i is not None and right[i]
+
+    rows = {"sample@1": (right[0], tokens[0], 1)}
+    for rule, conf, wave in rules:
+        k = replayed_stop(answers, wave, stop_test(rule, wave, conf or 0.0))
+        rows[replayed_name(rule, conf, wave)] = (sc_right(k), sum(tokens[:k]), k)
+    for k in SC_KS:
+        rows[f"SC@{k}"] = (sc_right(k), sum(tokens[:k]), k)
+        rows[f"pass@{k}"] = (any(right[:k]), sum(tokens[:k]), k)
+    for wave in ORACLE_WAVES:
+        k = oracle_stop(sc_right, wave)
+        rows[f"{REPLAYED}{ORACLE} {wave}"] = (sc_right(POOL), sum(tokens[:k]), k)
+    return rows
 
 
 def oracle_stop(right_at: Callable[[int], bool], wave: int, pool: int = POOL) -> int:
@@ -105,6 +133,7 @@ def run_temperature(engine: Engine, qs: list[Question], temperature: float, max_
 
     params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new, seed=0)
     paired = 0  # questions whose adaptive run drew exactly the pool's first samples
+    pools: list[dict] = []
     for i, q in enumerate(qs):
         start = time.perf_counter()
         [g] = engine.generate(q.text, SamplingParams(max_new_tokens=max_new))
@@ -123,20 +152,11 @@ def run_temperature(engine: Engine, qs: list[Question], temperature: float, max_
         def correct(cand: Candidate | None, right: list[bool] = right) -> bool:
             return cand is not None and right[cand.completion.index]
 
-        def sc_right(k: int, cands: list[Candidate] = cands) -> bool:
-            return correct(majority([Candidate(c.completion, answer=c.answer) for c in cands[:k]]))
-
-        add("sample@1", right[0], comps[0].completion_tokens, 1, None)
-        for rule, conf, wave in REPLAYED_RULES:
-            ok, k = replay_adaptive(cands, right, rule, conf, wave)
-            add(replayed_name(rule, conf, wave), ok, sum(c.completion_tokens for c in comps[:k]), k, None)
-        for k in SC_KS:
-            tokens = sum(c.completion_tokens for c in comps[:k])
-            add(f"SC@{k}", sc_right(k), tokens, k, pool_s if k == POOL else None)
-            add(f"pass@{k}", any(right[:k]), tokens, k, None)
-        for wave in ORACLE_WAVES:
-            k = oracle_stop(sc_right, wave)
-            add(f"{REPLAYED}{ORACLE} {wave}", sc_right(POOL), sum(c.completion_tokens for c in comps[:k]), k, None)
+        pool = {"temperature": temperature, "id": q.id, "family": q.family, "answers": [c.answer for c in cands],
+                "right": right, "tokens": [c.completion_tokens for c in comps]}
+        pools.append(pool)
+        for name, (ok, tokens, k) in pool_rows(pool["answers"], right, pool["tokens"]).items():
+            add(name, ok, tokens, k, pool_s if name == f"SC@{POOL}" else None)
         first = [Candidate(c.completion, answer=c.answer) for c in cands[:BON_N]]
         votes = tally(first)
         items = [ScoredItem(q.text, c.completion, c.answer, votes, BON_N) for c in first]
@@ -165,7 +185,11 @@ def run_temperature(engine: Engine, qs: list[Question], temperature: float, max_
             out.usage.samples, time.perf_counter() - start)
         paired += [c.completion.token_ids for c in out.candidates] == [c.token_ids for c in comps[: out.usage.samples]]
         print(f"  T={temperature} {i + 1}/{len(qs)} {q.family}", flush=True)
-    summary = {
+    return {"rows": summarize(rows), "paired": paired, "questions": len(qs), "pools": pools}
+
+
+def summarize(rows: dict[str, dict[str, list[float]]]) -> dict[str, dict]:
+    return {
         name: {
             "accuracy": round(statistics.mean(r["correct"]), 3),
             "accuracy_ci95": [round(x, 3) for x in wilson_interval(sum(r["correct"]), len(r["correct"]))],
@@ -175,7 +199,31 @@ def run_temperature(engine: Engine, qs: list[Question], temperature: float, max_
         }
         for name, r in rows.items()
     }
-    return {"rows": summary, "paired": paired, "questions": len(qs)}
+
+
+def replay(pools: Sequence[dict], rules: Sequence[Rule]) -> dict[str, dict[str, dict]]:
+    """Per temperature, the summarized rows of :func:`pool_rows` over saved pools."""
+    by_t: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for pool in pools:
+        rows = by_t.setdefault(str(pool["temperature"]), {})
+        for name, (ok, tokens, k) in pool_rows(pool["answers"], pool["right"], pool["tokens"], rules).items():
+            r = rows.setdefault(name, {"correct": [], "tokens": [], "samples": [], "latency": []})
+            r["correct"].append(float(ok))
+            r["tokens"].append(tokens)
+            r["samples"].append(k)
+    return {t: summarize(rows) for t, rows in by_t.items()}
+
+
+def parse_rules(spec: str) -> list[Rule]:
+    """``beta:3:0.8,esc:2`` -> [("beta", 0.8, 3), ("esc", None, 2)]: RULE:WAVE[:CONFIDENCE]."""
+    rules = []
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        rule, wave, *conf = item.split(":")
+        stop_test(rule, 1, 0.0)  # refuses an unknown rule
+        if int(wave) < 1 or (conf and not 0.0 <= float(conf[0]) <= 1.0):
+            raise ValueError(f"{item}: the wave must be >= 1 and the confidence in [0, 1]")
+        rules.append((rule, float(conf[0]) if conf else (ADAPTIVE_CONFIDENCE if rule == "beta" else None), int(wave)))
+    return rules
 
 
 def adaptive_met(sc16: dict, adaptive: dict) -> bool:
@@ -190,7 +238,23 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--render", action="store_true", help="only rewrite strategies.md from strategies.json")
+    parser.add_argument("--replay", action="store_true",
+                        help="print the stopping-rules table from the saved pools (strategies_pools.jsonl)")
+    parser.add_argument("--rules", default="", help="with --replay: RULE:WAVE[:CONFIDENCE],... (default: the bench's)")
     args = parser.parse_args()
+    if args.replay:
+        try:
+            rules = parse_rules(args.rules) if args.rules else list(REPLAYED_RULES)
+        except ValueError as exc:
+            parser.error(f"--rules: {exc}")
+        pools_file = args.out_dir / POOLS_FILE
+        if not pools_file.is_file():
+            parser.error(f"{pools_file} is missing: a full run of this bench writes it")
+        pools = [json.loads(line) for line in pools_file.read_text().splitlines() if line.strip()]
+        for t, res in replay(pools, rules).items():
+            print("\n".join([f"## T = {t} ({len([p for p in pools if str(p['temperature']) == t])} questions; "
+                             f"SC@16 {res['SC@16']['accuracy']})", *stopping_table(res, res["SC@16"]), ""]))
+        return 0
     if args.render:
         text = render(json.loads((args.out_dir / "strategies.json").read_text()))
         (args.out_dir / "strategies.md").write_text(text)
@@ -199,8 +263,10 @@ def main() -> int:
     engine = Engine.load(Settings().model_dir())
     qs = questions(args.per_family, args.rg)
     results = {}
+    pools = []
     for t in (float(x) for x in args.temperatures.split(",")):
         results[str(t)] = run_temperature(engine, qs, t, args.max_new_tokens)
+        pools += results[str(t)].pop("pools")
     info = machine_info(("onnxruntime", "numpy", "scikit-learn", "reasoning-gym"))
     commit = (info["git_commit"] or "unknown")[:12]
     report = {
@@ -210,6 +276,7 @@ def main() -> int:
         "peak_rss_mb": round(peak_rss_mb(), 1), "results": results,
     }
     write_report(args.out_dir, "strategies", report, render(report))
+    (args.out_dir / POOLS_FILE).write_text("".join(json.dumps(p) + "\n" for p in pools))
     return 0
 
 

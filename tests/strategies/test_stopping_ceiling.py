@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from bench.strategies import ORACLE, REPLAYED, oracle_stop, replay_adaptive, replayed_name, stopping_table
+from bench.strategies import (
+    ORACLE,
+    REPLAYED,
+    majority_index,
+    oracle_stop,
+    parse_rules,
+    pool_rows,
+    replay,
+    replayed_name,
+    stopping_table,
+)
 
 
 @pytest.mark.parametrize(
@@ -35,16 +45,40 @@ def test_a_wave_that_does_not_divide_the_pool_still_ends_at_the_pool() -> None:
     assert oracle_stop(lambda k: k >= 10, 5) == 10
 
 
-def test_a_replayed_rule_votes_over_what_it_drew() -> None:
-    from router.domain import Candidate
-    from router.engine import Completion, FinishReason
-
-    answers = ["8", "7", "7", "7", "9", "9", "9", "9"]
-    cands = [Candidate(Completion(i, a, [1], [-0.1], FinishReason.EOS, 3), answer=a) for i, a in enumerate(answers)]
+def test_a_pool_decides_every_replayed_row_alone() -> None:
+    answers = ["8", "7", "7", "7", "9", "9", "9", "9"] + ["9"] * 8
     right = [a == "7" for a in answers]
-    assert replay_adaptive(cands, right, "esc", None, 2) == (True, 4)  # window 7, 7: 7 leads 3-1
-    assert replay_adaptive(cands, right, "beta", 0.95, 4) == (False, 8)  # 4 x "9" wins at 8
-    assert replay_adaptive(cands, right, "beta", 0.6, 1) == (False, 1)  # one vote is a lead at 0.6
+    tokens = list(range(1, 17))
+    rows = pool_rows(answers, right, tokens, rules=[("esc", None, 2), ("beta", 0.95, 4), ("beta", 0.6, 1)])
+    assert rows[replayed_name("esc", None, 2)] == (True, 1 + 2 + 3 + 4, 4)  # window 7, 7: 7 leads 3-1
+    # 4-3 at 8 and 8-3 at 12 are not sure at 0.95 (0.64, 0.93); 12-3 at 16 is, and "9" wins.
+    assert rows[replayed_name("beta", 0.95, 4)] == (False, sum(tokens), 16)
+    assert rows[replayed_name("beta", 0.6, 1)] == (False, 1, 1)  # one vote is a lead at 0.6
+    assert rows["sample@1"] == (False, 1, 1)
+    assert rows["SC@4"] == (True, 10, 4) and rows["SC@16"] == (False, sum(tokens), 16)
+    assert rows["pass@2"] == (True, 3, 2) and rows["pass@16"][0]
+    # SC@16 is wrong: the ceiling stops at the first wave that is wrong too (8 samples).
+    assert rows[f"{REPLAYED}{ORACLE} 4"] == (False, sum(range(1, 9)), 8)
+
+
+def test_majority_merges_equal_answers_and_keeps_the_first_of_equals() -> None:
+    assert majority_index(["", "1/2", "3", "0.5", "3"]) == 1  # 1/2 and 0.5 tie with 3; 1/2 came first
+    assert majority_index(["", ""]) is None
+
+
+def test_the_replay_reads_saved_pools_and_parses_rules() -> None:
+    pools = [{"temperature": 0.3, "answers": ["7"] * 16, "right": [True] * 16, "tokens": [5] * 16},
+             {"temperature": 0.3, "answers": [str(i) for i in range(16)], "right": [False] * 16, "tokens": [5] * 16},
+             {"temperature": 0.7, "answers": ["1", "2"] * 8, "right": [True, False] * 8, "tokens": [5] * 16}]
+    res = replay(pools, parse_rules("beta:4:0.8,esc:2"))
+    assert set(res) == {"0.3", "0.7"}
+    assert res["0.3"][replayed_name("beta", 0.8, 4)]["mean_samples"] == 10.0  # 4 and 16
+    assert res["0.3"][replayed_name("esc", None, 2)]["accuracy"] == 0.5
+    assert res["0.7"]["SC@16"]["accuracy"] == 1.0  # 8-8: the first of equals, "1", is right
+    assert parse_rules("beta:3") == [("beta", 0.95, 3)]
+    for bad in ("vote:2", "beta:0", "beta:2:1.5"):
+        with pytest.raises(ValueError):
+            parse_rules(bad)
 
 
 def test_the_stopping_table_judges_each_rule_against_sc16() -> None:
