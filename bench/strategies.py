@@ -252,8 +252,9 @@ def main() -> int:
             parser.error(f"{pools_file} is missing: a full run of this bench writes it")
         pools = [json.loads(line) for line in pools_file.read_text().splitlines() if line.strip()]
         for t, res in replay(pools, rules).items():
-            print("\n".join([f"## T = {t} ({len([p for p in pools if str(p['temperature']) == t])} questions; "
-                             f"SC@16 {res['SC@16']['accuracy']})", *stopping_table(res, res["SC@16"]), ""]))
+            n = sum(str(p["temperature"]) == t for p in pools)
+            print("\n".join([f"## T = {t} ({n} questions; SC@16 {res['SC@16']['accuracy']})",
+                             *stopping_table(res, res["SC@16"], in_report=False), ""]))
         return 0
     if args.render:
         text = render(json.loads((args.out_dir / "strategies.json").read_text()))
@@ -294,14 +295,14 @@ def oracle_lines(res: dict) -> list[str]:
             f"key): {'; '.join(parts)}."]
 
 
-def stopping_table(res: dict, sc16: dict) -> list[str]:
+def stopping_table(res: dict, sc16: dict, in_report: bool = True) -> list[str]:
     """Every replayed stopping rule against SC@16 on the same pool (the samples and their order)."""
     rows = [(n, r) for n, r in res.items() if n.startswith(REPLAYED)]
     if not rows:
         return []
-    out = ["", "Stopping rules replayed over the same pools (each question's 16 samples in drawn order; "
-           "`beta 0.95, waves of 4` is the adaptive run above, replayed). "
-           "A rule that meets the target here was picked on the questions it is judged on: a candidate to "
+    out = ["", "Stopping rules replayed over the same pools (each question's 16 samples in drawn order"
+           + ("; `beta 0.95, waves of 4` is the adaptive run above, replayed). " if in_report else "). ")
+           + "A rule that meets the target here was picked on the questions it is judged on: a candidate to "
            "confirm on other questions, not a result.", "",
            "| stopping rule | accuracy | vs SC@16 | mean samples | fewer samples than SC@16 "
            "| within 0.5 pt with >= 3x fewer |",
