@@ -218,11 +218,15 @@ def parse_rules(spec: str) -> list[Rule]:
     """``beta:3:0.8,esc:2`` -> [("beta", 0.8, 3), ("esc", None, 2)]: RULE:WAVE[:CONFIDENCE]."""
     rules = []
     for item in filter(None, (x.strip() for x in spec.split(","))):
-        rule, wave, *conf = item.split(":")
+        rule, *rest = item.split(":")
         stop_test(rule, 1, 0.0)  # refuses an unknown rule
-        if int(wave) < 1 or (conf and not 0.0 <= float(conf[0]) <= 1.0):
+        try:
+            wave, conf = int(rest[0]), (float(rest[1]) if len(rest) > 1 else None)
+        except (IndexError, ValueError):
+            raise ValueError(f"{item}: write RULE:WAVE[:CONFIDENCE], e.g. beta:3:0.8 or esc:2") from None
+        if wave < 1 or len(rest) > 2 or (conf is not None and not 0.0 <= conf <= 1.0):
             raise ValueError(f"{item}: the wave must be >= 1 and the confidence in [0, 1]")
-        rules.append((rule, float(conf[0]) if conf else (ADAPTIVE_CONFIDENCE if rule == "beta" else None), int(wave)))
+        rules.append((rule, conf if conf is not None else (ADAPTIVE_CONFIDENCE if rule == "beta" else None), wave))
     return rules
 
 

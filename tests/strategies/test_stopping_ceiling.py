@@ -76,7 +76,7 @@ def test_the_replay_reads_saved_pools_and_parses_rules() -> None:
     assert res["0.3"][replayed_name("esc", None, 2)]["accuracy"] == 0.5
     assert res["0.7"]["SC@16"]["accuracy"] == 1.0  # 8-8: the first of equals, "1", is right
     assert parse_rules("beta:3") == [("beta", 0.95, 3)]
-    for bad in ("vote:2", "beta:0", "beta:2:1.5"):
+    for bad in ("vote:2", "beta:0", "beta:2:1.5", "esc", "beta:two", "beta:2:0.8:1"):
         with pytest.raises(ValueError):
             parse_rules(bad)
 
