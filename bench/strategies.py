@@ -120,16 +120,23 @@ def oracle_stop(right_at: Callable[[int], bool], wave: int, pool: int = POOL) ->
     return next((k for k in range(wave, pool, wave) if right_at(k) == final), pool)
 
 
+Rows = dict[str, dict[str, list[float]]]  # row name -> per-question correct, tokens, samples, latency
+
+
+def add_row(rows: Rows, name: str, correct: bool, tokens: int, samples: int, latency: float | None = None) -> None:
+    r = rows.setdefault(name, {"correct": [], "tokens": [], "samples": [], "latency": []})
+    r["correct"].append(float(correct))
+    r["tokens"].append(tokens)
+    r["samples"].append(samples)
+    if latency is not None:
+        r["latency"].append(latency)
+
+
 def run_temperature(engine: Engine, qs: list[Question], temperature: float, max_new: int) -> dict:
-    rows: dict[str, dict[str, list[float]]] = {}
+    rows: Rows = {}
 
     def add(name: str, correct: bool, tokens: int, samples: int, latency: float | None) -> None:
-        r = rows.setdefault(name, {"correct": [], "tokens": [], "samples": [], "latency": []})
-        r["correct"].append(float(correct))
-        r["tokens"].append(tokens)
-        r["samples"].append(samples)
-        if latency is not None:
-            r["latency"].append(latency)
+        add_row(rows, name, correct, tokens, samples, latency)
 
     params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new, seed=0)
     paired = 0  # questions whose adaptive run drew exactly the pool's first samples
@@ -188,7 +195,7 @@ def run_temperature(engine: Engine, qs: list[Question], temperature: float, max_
     return {"rows": summarize(rows), "paired": paired, "questions": len(qs), "pools": pools}
 
 
-def summarize(rows: dict[str, dict[str, list[float]]]) -> dict[str, dict]:
+def summarize(rows: Rows) -> dict[str, dict]:
     return {
         name: {
             "accuracy": round(statistics.mean(r["correct"]), 3),
@@ -203,14 +210,11 @@ def summarize(rows: dict[str, dict[str, list[float]]]) -> dict[str, dict]:
 
 def replay(pools: Sequence[dict], rules: Sequence[Rule]) -> dict[str, dict[str, dict]]:
     """Per temperature, the summarized rows of :func:`pool_rows` over saved pools."""
-    by_t: dict[str, dict[str, dict[str, list[float]]]] = {}
+    by_t: dict[str, Rows] = {}
     for pool in pools:
         rows = by_t.setdefault(str(pool["temperature"]), {})
         for name, (ok, tokens, k) in pool_rows(pool["answers"], pool["right"], pool["tokens"], rules).items():
-            r = rows.setdefault(name, {"correct": [], "tokens": [], "samples": [], "latency": []})
-            r["correct"].append(float(ok))
-            r["tokens"].append(tokens)
-            r["samples"].append(k)
+            add_row(rows, name, ok, tokens, k)
     return {t: summarize(rows) for t, rows in by_t.items()}
 
 
