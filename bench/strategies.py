@@ -10,13 +10,18 @@ strategy draws, the adaptive run's samples are the pool's first waves, and the r
 that they are (``paired``). Latency of pool-based rows is the pool's generation time (plus
 verifier time for BoN); SC@k for k < 16 has no latency of its own here.
 
-    python bench/strategies.py [--per-family 10] [--rg 6] [--temperatures 0.3,0.7] [--max-new-tokens 64]
+    python bench/strategies.py [--per-family 10] [--rg 6] [--temperatures 0.3,0.7] [--max-new-tokens N] [--top-p P]
     python bench/strategies.py --replay [--rules beta:3:0.8,esc:2]   # seconds, no model
 
 Each run also writes ``strategies_pools.jsonl`` beside the report: every question's pool (answers as
 the strategy reads them, grades, token counts) per temperature. ``--replay`` reads it and prints the
 stopping-rules table for any rules (``RULE:WAVE[:CONFIDENCE]``) without drawing a sample: the rows
 computed from a pool alone are one function, :func:`pool_rows`, in the run and in the replay.
+
+Sampling budget: by default each sample gets what the served ``self_consistency`` level gives it
+(the default policy's ``max_new_tokens`` and ``top_p``), so the rows measure the ladder as it runs.
+Runs before 2026-11-30 used 64 tokens and ``top_p`` 1.0: a third of the samples stopped at the
+limit, and the number their unfinished text ended on was counted as their answer.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from router.config import Settings  # noqa: E402
 from router.domain import Candidate, Plan, Query  # noqa: E402
 from router.engine import CancelToken, Engine, SamplingParams  # noqa: E402
 from router.evaluation.datasets import FAMILIES, REASONING_GYM, Question, generated, reasoning_gym  # noqa: E402
+from router.policy.loader import DEFAULT_POLICY_FILE, load_policies  # noqa: E402
 from router.policy.tuning import wilson_interval  # noqa: E402
 from router.strategies import StrategyContext, get_strategy  # noqa: E402
 from router.strategies.sampling import WaveSampler, tally  # noqa: E402
@@ -132,13 +138,18 @@ def add_row(rows: Rows, name: str, correct: bool, tokens: int, samples: int, lat
         r["latency"].append(latency)
 
 
-def run_temperature(engine: Engine, qs: list[Question], temperature: float, max_new: int) -> dict:
+def served_sampling(level: str = "self_consistency") -> SamplingParams:
+    """The sampling of ``level`` in the default policy: what a served request of that level gets."""
+    return load_policies(DEFAULT_POLICY_FILE).get("").level(level).sampling
+
+
+def run_temperature(engine: Engine, qs: list[Question], temperature: float, max_new: int, top_p: float) -> dict:
     rows: Rows = {}
 
     def add(name: str, correct: bool, tokens: int, samples: int, latency: float | None) -> None:
         add_row(rows, name, correct, tokens, samples, latency)
 
-    params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new, seed=0)
+    params = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new, seed=0)
     paired = 0  # questions whose adaptive run drew exactly the pool's first samples
     pools: list[dict] = []
     for i, q in enumerate(qs):
@@ -243,7 +254,11 @@ def main() -> int:
     parser.add_argument("--per-family", type=int, default=10)
     parser.add_argument("--rg", type=int, default=6)
     parser.add_argument("--temperatures", default="0.3,0.7")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    served = served_sampling()
+    parser.add_argument("--max-new-tokens", type=int, default=served.max_new_tokens,
+                        help="per sample and for greedy (default: the served self_consistency level's)")
+    parser.add_argument("--top-p", type=float, default=served.top_p,
+                        help="nucleus sampling of the pools (default: the served self_consistency level's)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--render", action="store_true", help="only rewrite strategies.md from strategies.json")
     parser.add_argument("--replay", action="store_true",
@@ -274,7 +289,7 @@ def main() -> int:
     results = {}
     pools = []
     for t in (float(x) for x in args.temperatures.split(",")):
-        results[str(t)] = run_temperature(engine, qs, t, args.max_new_tokens)
+        results[str(t)] = run_temperature(engine, qs, t, args.max_new_tokens, args.top_p)
         pools += results[str(t)].pop("pools")
     info = machine_info(("onnxruntime", "numpy", "scikit-learn", "reasoning-gym"))
     commit = (info["git_commit"] or "unknown")[:12]
@@ -282,6 +297,7 @@ def main() -> int:
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit, "machine": info,
         "model": engine.name, "provider": engine.providers[0],
         "questions": len(qs), "families": sorted({q.family for q in qs}), "max_new_tokens": args.max_new_tokens,
+        "top_p": args.top_p,
         "peak_rss_mb": round(peak_rss_mb(), 1), "results": results,
     }
     write_report(args.out_dir, "strategies", report, render(report))
@@ -327,7 +343,8 @@ def render(report: dict) -> str:
     lines = [f"# Strategies benchmark — {report['date']} · commit {report['commit']} · {report['model']} on "
              f"{report['provider']}",
              "", f"{qs_n} questions ({', '.join(report['families'])}), {max_new} new tokens at most, "
-             f"pools of {POOL} samples per question and temperature; peak RSS {report['peak_rss_mb']} MB. "
+             f"top_p {report.get('top_p', 1.0)} (the pools), pools of {POOL} samples per question and temperature; "
+             f"peak RSS {report['peak_rss_mb']} MB. "
              f"Machine: {info['cpu']}, {info['logical_cores']} cores, {info['ram_gb']} GB.", ""]
     for t, run in report["results"].items():
         res = run["rows"]
