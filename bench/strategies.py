@@ -213,6 +213,7 @@ def summarize(rows: Rows) -> dict[str, dict]:
             "accuracy_ci95": [round(x, 3) for x in wilson_interval(sum(r["correct"]), len(r["correct"]))],
             "mean_tokens": round(statistics.mean(r["tokens"]), 1),
             "mean_samples": round(statistics.mean(r["samples"]), 2),
+            "max_samples": max(r["samples"]),
             "p50_latency_s": round(statistics.median(r["latency"]), 2) if r["latency"] else None,
         }
         for name, r in rows.items()
@@ -333,6 +334,8 @@ def stopping_table(res: dict, sc16: dict, in_report: bool = True) -> list[str]:
            "|---|---|---|---|---|---|"]
     for n, r in rows:
         met = "— (reads the answers)" if ORACLE in n else ("yes" if adaptive_met(sc16, r) else "no")
+        if ORACLE not in n and r.get("max_samples") == r["mean_samples"]:  # no row had max_samples before d1e84f4
+            met = f"— (stops at {r['max_samples']:g} on every question: a fixed SC@{r['max_samples']:g}, not adaptive)"
         out.append(f"| {n[len(REPLAYED):]} | {r['accuracy']} | {(r['accuracy'] - sc16['accuracy']) * 100:+.1f} pt | "
                    f"{r['mean_samples']} | {POOL / max(r['mean_samples'], 1e-9):.2f}x | {met} |")
     return out

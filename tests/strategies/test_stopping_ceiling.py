@@ -82,16 +82,20 @@ def test_the_replay_reads_saved_pools_and_parses_rules() -> None:
 
 
 def test_the_stopping_table_judges_each_rule_against_sc16() -> None:
-    def row(accuracy: float, samples: float) -> dict:
-        return {"accuracy": accuracy, "mean_samples": samples}
+    def row(accuracy: float, samples: float, most: int = 16) -> dict:
+        return {"accuracy": accuracy, "mean_samples": samples, "max_samples": most}
 
     sc16 = row(0.25, 16)
     res = {"SC@16": sc16, replayed_name("beta", 0.8, 2): row(0.25, 5.0), replayed_name("esc", None, 2): row(0.24, 4.0),
-           replayed_name("beta", 0.95, 4): row(0.25, 6.0), f"{REPLAYED}{ORACLE} 4": row(0.25, 4.5)}
+           replayed_name("beta", 0.95, 4): row(0.25, 6.0), f"{REPLAYED}{ORACLE} 4": row(0.25, 4.5),
+           replayed_name("beta", 0.6, 1): row(0.3, 1.0, most=1)}
     table = stopping_table(res, sc16)
     rows = {line.split(" | ")[0].lstrip("| "): line for line in table if line.startswith("| ") and "---" not in line}
     assert rows["beta 0.8, waves of 2"].endswith("| 3.20x | yes |")
     assert rows["esc, windows of 2"].endswith("| 4.00x | no |")  # 1 pt down
     assert rows["beta 0.95, waves of 4"].endswith("| 2.67x | no |")  # too few saved
     assert "reads the answers" in rows[f"{ORACLE} 4"]
+    # Better and 16x cheaper, but it draws one sample for every question: no adaptive stop to credit.
+    fixed = "| 16.00x | — (stops at 1 on every question: a fixed SC@1, not adaptive) |"
+    assert rows["beta 0.6, waves of 1"].endswith(fixed)
     assert "SC@16" not in rows
