@@ -20,7 +20,7 @@ computed from a pool alone are one function, :func:`pool_rows`, in the run and i
 
 Sampling budget: by default each sample gets what the served ``self_consistency`` level gives it
 (the default policy's ``max_new_tokens`` and ``top_p``), so the rows measure the ladder as it runs.
-Runs before 2026-11-30 used 64 tokens and ``top_p`` 1.0: a third of the samples stopped at the
+Runs before d1e84f4 used 64 tokens and ``top_p`` 1.0: a third of the samples stopped at the
 limit, and the number their unfinished text ended on was counted as their answer.
 """
 
@@ -213,6 +213,7 @@ def summarize(rows: Rows) -> dict[str, dict]:
             "accuracy_ci95": [round(x, 3) for x in wilson_interval(sum(r["correct"]), len(r["correct"]))],
             "mean_tokens": round(statistics.mean(r["tokens"]), 1),
             "mean_samples": round(statistics.mean(r["samples"]), 2),
+            "min_samples": min(r["samples"]),
             "max_samples": max(r["samples"]),
             "p50_latency_s": round(statistics.median(r["latency"]), 2) if r["latency"] else None,
         }
@@ -334,7 +335,7 @@ def stopping_table(res: dict, sc16: dict, in_report: bool = True) -> list[str]:
            "|---|---|---|---|---|---|"]
     for n, r in rows:
         met = "— (reads the answers)" if ORACLE in n else ("yes" if adaptive_met(sc16, r) else "no")
-        if ORACLE not in n and r.get("max_samples") == r["mean_samples"]:  # no row had max_samples before d1e84f4
+        if ORACLE not in n and "max_samples" in r and r["min_samples"] == r["max_samples"]:  # rows since 3a3ebd1
             met = f"— (stops at {r['max_samples']:g} on every question: a fixed SC@{r['max_samples']:g}, not adaptive)"
         out.append(f"| {n[len(REPLAYED):]} | {r['accuracy']} | {(r['accuracy'] - sc16['accuracy']) * 100:+.1f} pt | "
                    f"{r['mean_samples']} | {POOL / max(r['mean_samples'], 1e-9):.2f}x | {met} |")

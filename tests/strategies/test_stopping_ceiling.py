@@ -82,13 +82,13 @@ def test_the_replay_reads_saved_pools_and_parses_rules() -> None:
 
 
 def test_the_stopping_table_judges_each_rule_against_sc16() -> None:
-    def row(accuracy: float, samples: float, most: int = 16) -> dict:
-        return {"accuracy": accuracy, "mean_samples": samples, "max_samples": most}
+    def row(accuracy: float, samples: float, least: int = 1, most: int = 16) -> dict:
+        return {"accuracy": accuracy, "mean_samples": samples, "min_samples": least, "max_samples": most}
 
-    sc16 = row(0.25, 16)
+    sc16 = row(0.25, 16, least=16)
     res = {"SC@16": sc16, replayed_name("beta", 0.8, 2): row(0.25, 5.0), replayed_name("esc", None, 2): row(0.24, 4.0),
            replayed_name("beta", 0.95, 4): row(0.25, 6.0), f"{REPLAYED}{ORACLE} 4": row(0.25, 4.5),
-           replayed_name("beta", 0.6, 1): row(0.3, 1.0, most=1)}
+           replayed_name("beta", 0.6, 1): row(0.3, 1.0, least=1, most=1)}
     table = stopping_table(res, sc16)
     rows = {line.split(" | ")[0].lstrip("| "): line for line in table if line.startswith("| ") and "---" not in line}
     assert rows["beta 0.8, waves of 2"].endswith("| 3.20x | yes |")
