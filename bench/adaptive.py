@@ -50,7 +50,7 @@ from router.policy import DEFAULT_POLICY_FILE, load_policies  # noqa: E402
 from router.policy.tuning import paired_bootstrap, wilson_interval  # noqa: E402
 from router.strategies.best_of_n import select  # noqa: E402
 from router.strategies.sampling import tally  # noqa: E402
-from router.strategies.self_consistency import majority, replayed_stop  # noqa: E402
+from router.strategies.self_consistency import majority, replayed_stop, stop_test  # noqa: E402
 from router.verifiers.reward_model import RewardModel, committed_sha256  # noqa: E402
 
 POOL = 16
@@ -156,7 +156,7 @@ def majority_correct(samples: list[dict]) -> bool:
 
 def adaptive_sc(samples: list[dict], budget: int = 8, confidence: float = 0.95) -> tuple[bool, int]:
     """The self_consistency level: waves of 4 until the Beta rule is sure or 8 are drawn."""
-    n = replayed_stop([s["answer"] for s in samples[:budget]], WAVE, confidence)
+    n = replayed_stop([s["answer"] for s in samples[:budget]], WAVE, stop_test("beta", WAVE, confidence))
     return majority_correct(samples[:n]), sum(s["tokens"] for s in samples[:n])
 
 

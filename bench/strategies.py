@@ -48,7 +48,7 @@ from router.policy.loader import DEFAULT_POLICY_FILE, load_policies  # noqa: E40
 from router.policy.tuning import wilson_interval  # noqa: E402
 from router.strategies import StrategyContext, get_strategy  # noqa: E402
 from router.strategies.sampling import WaveSampler, tally  # noqa: E402
-from router.strategies.self_consistency import replayed_stop, stop_test  # noqa: E402
+from router.strategies.self_consistency import majority, replayed_stop, stop_test  # noqa: E402
 from router.verifiers import ScoredItem, get_verifier  # noqa: E402
 from router.verifiers.answers import extract_answer  # noqa: E402
 
@@ -82,12 +82,10 @@ def replayed_name(rule: str, confidence: float | None, wave: int) -> str:
 def majority_index(answers: Sequence[str]) -> int | None:
     """The first sample carrying the most-voted answer (equal answers merged, abstentions out), as
     ``self_consistency`` chooses; None when nobody answered."""
-    drawn = [SimpleNamespace(answer=a) for a in answers]  # what tally() reads and merges
+    drawn = [SimpleNamespace(index=i, answer=a) for i, a in enumerate(answers)]  # what tally() reads and merges
     votes = tally(drawn)
-    if not votes:
-        return None
-    best = max(votes, key=lambda a: votes[a])  # max keeps the first of equals
-    return next(i for i, d in enumerate(drawn) if d.answer == best)
+    # With no votes the strategy falls back to the likeliest sample; a pool keeps no likelihoods.
+    return majority(drawn, votes).index if votes else None
 
 
 Rule = tuple[str, float | None, int]  # (stop rule, confidence, wave)

@@ -99,3 +99,14 @@ def test_the_stopping_table_judges_each_rule_against_sc16() -> None:
     fixed = "| 16.00x | — (stops at 1 on every question: a fixed SC@1, not adaptive) |"
     assert rows["beta 0.6, waves of 1"].endswith(fixed)
     assert "SC@16" not in rows
+
+
+def test_the_headline_bench_replays_the_self_consistency_level_with_the_strategy_rule() -> None:
+    from bench.adaptive import adaptive_sc
+
+    def samples(answers: str, right: str) -> list[dict]:
+        return [{"answer": a, "correct": a == right, "tokens": 10} for a in answers]
+
+    assert adaptive_sc(samples("77777777", "7")) == (True, 40)  # unanimous first wave: stop at 4
+    assert adaptive_sc(samples("78787878", "7")) == (True, 80)  # split: all 8, the first of equals wins
+    assert adaptive_sc(samples("88878888", "7")) == (False, 80)  # 3-1 is not sure at 0.95: a second wave
